@@ -1,0 +1,31 @@
+"""course_utils — the map of the Chapter 6 labs.
+
+| module            | concern                                                                  |
+|-------------------|--------------------------------------------------------------------------|
+| env               | where we run (CPU / CUDA / Colab), Triton interpreter, seeds, sizes      |
+| conventions       | the one layout/scale/gate/state convention everything follows            |
+| mamba_import      | importing mamba-ssm without its compiled CUDA extension (one workaround) |
+| refs              | reference adapters over fla and mamba-ssm, one function per operation    |
+| grading           | grade("N.M", fn): seeded cases, clear failures, exercise specs in        |
+|                   | course_utils/exercises/labNN.py                                           |
+| bench             | timing and memory measurements that print figures                         |
+| plots, widgets    | figures and interactive explorers used by the notebooks                   |
+| authoring         | solutions → labs, leak checks, badges, executing notebooks                |
+| project           | repository name, release tag and pins (one place)                         |
+"""
+
+from course_utils.env import configure_triton as _configure_triton
+
+# Before anything imports fla or mamba-ssm (which define Triton kernels at import time).
+_configure_triton()
+
+from course_utils.env import Env, get_env, seed_everything, setup  # noqa: E402
+
+__all__ = ["Env", "get_env", "grade", "seed_everything", "setup"]
+
+
+def grade(exercise_id: str, fn, **options):
+    """Check a student's function for exercise `exercise_id` (see course_utils.grading)."""
+    from course_utils.grading import grade as _grade
+
+    return _grade(exercise_id, fn, **options)

@@ -1,0 +1,258 @@
+"""From solutions to labs: the instructor's side of the course.
+
+`solutions/NN_topic.ipynb` are the source of truth. Each exercise cell starts with
+`# Exercise N.M: title` and wraps its body in nbgrader's markers (`### BEGIN SOLUTION` /
+`### END SOLUTION`). `make labs` writes `labs/NN_topic.ipynb` with every marked region replaced by a
+stub that raises NotImplementedError naming the exercise, and with all outputs stripped.
+
+Command line (the Makefile calls these):
+    python -m course_utils.authoring labs      # regenerate labs/ (deterministic: a second run changes no byte)
+    python -m course_utils.authoring check     # fail if labs/ are stale or leak solution code/outputs
+    python -m course_utils.authoring badges    # rewrite every badge and setup cell from course_utils.project
+    python -m course_utils.authoring execute solutions/01_x.ipynb ...   # run in place, keep outputs
+
+nbformat reads and writes the files (stable key order, so regeneration is byte-for-byte repeatable);
+nbclient executes them. We do not use nbgrader itself: it needs a course database and a different
+layout, and we only need its marker syntax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+from course_utils import project
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = ROOT / "solutions"
+LABS = ROOT / "labs"
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+EXERCISE_HEADER = re.compile(r"^#\s*Exercise\s+(?P<id>\d+\.\d+[a-z]?)\s*[:—-]\s*(?P<title>.+)$", re.M)
+BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(https://colab\.research\.google\.com/github/[^)]*\)")
+
+SETUP_TAG = "setup"
+SETUP_CELL = f'''# Setup — the same first cell in every notebook. On Colab it installs the course at a pinned release
+# plus flash-linear-attention and mamba-ssm's Python/Triton parts (Colab's own torch is kept);
+# anywhere else it only imports. pip failures stop the cell (check=True): read the error above it.
+import importlib.util
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("course_utils") is None:
+    pip = [sys.executable, "-m", "pip", "install"]
+    subprocess.run(pip + ["course-utils @ git+https://github.com/{project.REPO}@{project.TAG}",
+                          "flash-linear-attention=={project.FLA_VERSION}", "fla-core=={project.FLA_VERSION}"],
+                   check=True)
+    # mamba-ssm's default build compiles CUDA for ten architectures (30-60 min); skip it.
+    subprocess.run(pip + ["--no-build-isolation", "--no-deps", "mamba-ssm=={project.MAMBA_VERSION}"], check=True,
+                   env={{**os.environ, "MAMBA_FORCE_BUILD": "TRUE", "MAMBA_SKIP_CUDA_BUILD": "TRUE"}})
+
+from course_utils import grade, setup
+
+env = setup()'''
+
+
+def colab_badge(nb_path: str | Path) -> str:
+    """Markdown for an "Open in Colab" badge that opens `nb_path` (relative to the repo root)."""
+    rel = Path(nb_path).resolve().relative_to(ROOT) if Path(nb_path).is_absolute() else Path(nb_path)
+    url = f"https://colab.research.google.com/github/{project.REPO}/blob/{project.BRANCH}/{rel.as_posix()}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+
+
+def badge_target(nb: nbformat.NotebookNode) -> str | None:
+    """The notebook path a notebook's badge opens, or None when it has no badge."""
+    for cell in nb.cells:
+        m = BADGE.search(cell.source) if cell.cell_type == "markdown" else None
+        if m:
+            return m.group(0).split(f"/blob/{project.BRANCH}/", 1)[-1].rstrip(")")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- labs
+
+
+def _stub_region(source: str, where: str) -> str:
+    """Replace each marked region in one cell's source with a NotImplementedError stub."""
+    header = EXERCISE_HEADER.search(source)
+    out, inside, indent = [], False, ""
+    for line in source.split("\n"):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if inside:
+                raise ValueError(f"{where}: nested {BEGIN}")
+            if header is None:
+                raise ValueError(f"{where}: a solution region needs a first line '# Exercise N.M: title'")
+            inside, indent = True, line[: len(line) - len(line.lstrip())]
+            ex_id, title = header.group("id"), header.group("title").strip()
+            out.append(f'{indent}raise NotImplementedError("Exercise {ex_id}: {title} — write your code here")')
+        elif stripped == END:
+            if not inside:
+                raise ValueError(f"{where}: {END} without {BEGIN}")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError(f"{where}: {BEGIN} without {END}")
+    return "\n".join(out)
+
+
+def solution_regions(source: str) -> list[str]:
+    """The text of each marked region (markers excluded) in a cell's source."""
+    return [m.group(1) for m in re.finditer(rf"{re.escape(BEGIN)}\n(.*?)\n[ \t]*{re.escape(END)}", source, re.S)]
+
+
+def make_lab(solution: nbformat.NotebookNode, lab_path: Path, where: str = "") -> nbformat.NotebookNode:
+    """The student version of a solution notebook: stubs instead of solutions, no outputs."""
+    lab = copy.deepcopy(solution)
+    for i, cell in enumerate(lab.cells):
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.source = _stub_region(cell.source, f"{where} cell {i}")
+            cell.outputs = []
+            cell.execution_count = None
+        elif cell.cell_type == "markdown":
+            cell.source = BADGE.sub(colab_badge(lab_path), cell.source)
+    lab.metadata.pop("widgets", None)  # widget state is an output too
+    return lab
+
+
+def _lab_path(solution_path: Path) -> Path:
+    return LABS / solution_path.name
+
+
+def write_labs(solution_paths: list[Path] | None = None) -> list[Path]:
+    LABS.mkdir(exist_ok=True)
+    written = []
+    for sol in solution_paths or sorted(SOLUTIONS.glob("*.ipynb")):
+        nb = nbformat.read(sol, as_version=4)
+        lab_path = _lab_path(sol)
+        lab = make_lab(nb, lab_path.relative_to(ROOT), where=sol.name)
+        text = nbformat.writes(lab) + "\n"
+        if not lab_path.exists() or lab_path.read_text() != text:
+            lab_path.write_text(text)
+        written.append(lab_path)
+    return written
+
+
+def find_leaks(solution: nbformat.NotebookNode, lab: nbformat.NotebookNode) -> list[str]:
+    """Every way `lab` gives away `solution`: markers, outputs, or lines of a solution body."""
+    problems = []
+    lab_code = "\n".join(c.source for c in lab.cells if c.cell_type == "code")
+    outside = "\n".join(_stub_region(c.source, "") for c in solution.cells if c.cell_type == "code")
+    for i, cell in enumerate(lab.cells):
+        if cell.cell_type != "code":
+            continue
+        if BEGIN in cell.source or END in cell.source:
+            problems.append(f"cell {i}: solution markers left in the lab")
+        if cell.get("outputs"):
+            problems.append(f"cell {i}: has outputs (labs must ship without outputs)")
+        if cell.get("execution_count") is not None:
+            problems.append(f"cell {i}: has an execution count")
+    for cell in solution.cells:
+        if cell.cell_type != "code":
+            continue
+        for region in solution_regions(cell.source):
+            for line in region.split("\n"):
+                body = line.strip()
+                # Short or shared lines (`return o`, a blank) are not evidence; distinctive ones are.
+                if len(body) >= 12 and not body.startswith("#") and body not in outside and body in lab_code:
+                    problems.append(f"solution line leaked: {body!r}")
+    return problems
+
+
+def check_labs() -> list[str]:
+    """Problems with labs/: stale, missing, extra, or leaking. Empty when all is well."""
+    problems = []
+    solutions = sorted(SOLUTIONS.glob("*.ipynb"))
+    for sol in solutions:
+        lab_path = _lab_path(sol)
+        if not lab_path.exists():
+            problems.append(f"{lab_path.relative_to(ROOT)} is missing: run `make labs`")
+            continue
+        nb = nbformat.read(sol, as_version=4)
+        expected = nbformat.writes(make_lab(nb, lab_path.relative_to(ROOT), where=sol.name)) + "\n"
+        if lab_path.read_text() != expected:
+            problems.append(f"{lab_path.relative_to(ROOT)} is stale: run `make labs`")
+        lab = nbformat.read(lab_path, as_version=4)
+        problems += [f"{lab_path.relative_to(ROOT)}: {p}" for p in find_leaks(nb, lab)]
+    for lab_path in sorted(LABS.glob("*.ipynb")):
+        if not (SOLUTIONS / lab_path.name).exists():
+            problems.append(f"{lab_path.relative_to(ROOT)} has no solution notebook")
+    return problems
+
+
+# -------------------------------------------------------------------------------------------- badges
+
+
+def apply_course_cells(nb: nbformat.NotebookNode, nb_path: Path) -> nbformat.NotebookNode:
+    """Rewrite the badge (pointing at nb_path) and the tagged setup cell from course_utils.project."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = BADGE.sub(colab_badge(nb_path), cell.source)
+        elif SETUP_TAG in cell.metadata.get("tags", []):
+            cell.source = SETUP_CELL
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.metadata["accelerator"] = "GPU"
+    nb.metadata.setdefault("colab", {})["gpuType"] = "T4"
+    return nb
+
+
+def rewrite_badges() -> list[Path]:
+    changed = []
+    for path in sorted(SOLUTIONS.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        text = nbformat.writes(apply_course_cells(nb, path.relative_to(ROOT))) + "\n"
+        if path.read_text() != text:
+            path.write_text(text)
+            changed.append(path)
+    return changed + [p for p in write_labs() if p not in changed]
+
+
+# ------------------------------------------------------------------------------------------- execute
+
+
+def execute(paths: list[Path], timeout: int = 900) -> None:
+    """Run notebooks top to bottom in place (their directory as cwd), keeping outputs."""
+    from nbclient import NotebookClient
+
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+        for cell in nb.cells:
+            cell.metadata.pop("execution", None)
+        path.write_text(nbformat.writes(nb) + "\n")
+        print(f"executed {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_utils.authoring", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["labs", "check", "badges", "execute"])
+    parser.add_argument("paths", nargs="*", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "labs":
+        for p in write_labs([p.resolve() for p in args.paths] or None):
+            print(f"wrote {p.relative_to(ROOT)}")
+    elif args.command == "check":
+        problems = check_labs()
+        for p in problems:
+            print(f"✗ {p}")
+        if problems:
+            return 1
+        print(f"labs/ in sync with solutions/ and leak-free ({len(list(SOLUTIONS.glob('*.ipynb')))} notebooks)")
+    elif args.command == "badges":
+        for p in rewrite_badges():
+            print(f"rewrote {p.relative_to(ROOT)}")
+    elif args.command == "execute":
+        execute([p.resolve() for p in args.paths] or sorted(SOLUTIONS.glob("*.ipynb")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
