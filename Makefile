@@ -9,6 +9,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PORT ?= 8888
+LAB_ARGS ?=
 WHEELHOUSE ?= wheelhouse
 MAMBA_PIN := mamba-ssm==2.3.2.post1
 
@@ -47,7 +48,8 @@ endif
 	@touch $@
 
 lab: setup  ## open the labs in JupyterLab (localhost, token authentication on)
-	$(PY) -m jupyter lab --notebook-dir=labs --ip=127.0.0.1 --port=$(PORT)
+	@# Jupyter refuses to start as root unless told (containers, CI); the token stays on either way.
+	$(PY) -m jupyter lab --notebook-dir=labs --ip=127.0.0.1 --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test: setup lint check-labs unit validate  ## everything CI runs: lint, labs check, unit tests, nbval over solutions
 	@echo "make test: all checks passed"
