@@ -36,6 +36,8 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 EXERCISE_HEADER = re.compile(r"^#\s*Exercise\s+(?P<id>\d+\.\d+[a-z]?)\s*[:—-]\s*(?P<title>.+)$", re.M)
 BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(https://colab\.research\.google\.com/github/[^)]*\)")
 
+README_LINK = re.compile(r"colab\.research\.google\.com/github/[^/]+/[^/]+/blob/[^/]+/")
+
 SETUP_TAG = "setup"
 SETUP_CELL = f'''# Setup — the same first cell in every notebook. On Colab it installs the course at a pinned release
 # plus flash-linear-attention and mamba-ssm's Python/Triton parts (Colab's own torch is kept);
@@ -212,6 +214,13 @@ def rewrite_badges() -> list[Path]:
         if path.read_text() != text:
             path.write_text(text)
             changed.append(path)
+    readme = ROOT / "README.md"
+    if readme.exists():  # the notebook table's badges follow the same repository/branch
+        text = README_LINK.sub(f"colab.research.google.com/github/{project.REPO}/blob/{project.BRANCH}/",
+                               readme.read_text())
+        if readme.read_text() != text:
+            readme.write_text(text)
+            changed.append(readme)
     return changed + [p for p in write_labs() if p not in changed]
 
 

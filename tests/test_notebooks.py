@@ -1,5 +1,6 @@
 """Every real notebook follows the anatomy: badge to itself, setup cell, title, objectives, prerequisites."""
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -41,3 +42,12 @@ def test_setup_cell_pins_match_requirements():
     assert f"@{project.TAG}" in authoring.SETUP_CELL and "check=True" in authoring.SETUP_CELL
     # Colab's torch/triton must never be replaced by the setup cell
     assert '"torch' not in authoring.SETUP_CELL and '"triton' not in authoring.SETUP_CELL
+
+
+def test_readme_badges_open_existing_notebooks():
+    readme = (ROOT / "README.md").read_text()
+    prefix = f"https://colab.research.google.com/github/{project.REPO}/blob/{project.BRANCH}/"
+    targets = re.findall(re.escape(prefix) + r"([^)]+)\)", readme)
+    assert len(targets) >= 2 * len(list((ROOT / "solutions").glob("*.ipynb"))), "a notebook lacks README badges"
+    for t in targets:
+        assert (ROOT / t).exists(), f"README badge points at a missing notebook: {t}"

@@ -1,0 +1,297 @@
+"""Measuring what an attention layer costs: time, peak memory and FLOPs, on CPU or GPU.
+
+Three measurements, each honest about what it is:
+
+- `time_fn`: the median wall-clock time of a call, in milliseconds, after warm-up calls. On a GPU the
+  device is synchronised before and after every timed call (kernels launch asynchronously, so a timer
+  without a synchronise measures the launch, not the work).
+- `peak_memory_bytes`: how far memory rose above its level at the start of the call, at the call's peak
+  (temporaries and the output included, the inputs excluded). On CUDA this is
+  `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`; on CPU, where torch keeps no peak
+  counter, it replays the allocation and free events that `torch.profiler` records with
+  `profile_memory=True`. Both count bytes handed out by torch's allocator, not the process's RSS.
+- `count_flops`: the FLOPs `torch.utils.flop_counter.FlopCounterMode` attributes to the call's matrix
+  products (2 per multiply-add). Elementwise work (exp, division, masking) is not counted.
+
+`attention_flops` and `attention_memory_bytes` are the matching closed-form models, and `sweep` runs a
+set of functions over growing sizes, with a progress bar, into rows for `course_utils.plots`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+__all__ = [
+    "attention_flops",
+    "attention_memory_bytes",
+    "count_flops",
+    "crossover",
+    "format_bytes",
+    "peak_memory_bytes",
+    "sweep",
+    "synchronize",
+    "time_fn",
+]
+
+
+def _device_of(args: Iterable[Any], device: torch.device | str | None = None) -> torch.device:
+    """The device to measure on: `device` if given, else that of the first tensor argument, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a.device
+    return torch.device("cpu")
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for every kernel queued on `device` (a no-op on CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------------------------------------ time
+
+
+def time_fn(
+    fn: Callable[..., Any],
+    *args: Any,
+    warmup: int = 3,
+    reps: int = 10,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
+) -> float:
+    """Median wall-clock time of `fn(*args, **kwargs)` in milliseconds.
+
+    `warmup` untimed calls first (caches, allocator, kernel compilation), then `reps` timed calls; the
+    median ignores the odd slow call (a page fault, another process). The device (inferred from the first
+    tensor argument unless given) is synchronised around each timed call.
+    """
+    if reps < 1:
+        raise ValueError(f"time_fn: reps must be >= 1; got {reps}.")
+    dev = _device_of(args, device)
+    for _ in range(warmup):
+        fn(*args, **kwargs)
+    times = []
+    for _ in range(reps):
+        synchronize(dev)
+        t0 = time.perf_counter()
+        fn(*args, **kwargs)
+        synchronize(dev)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+
+def _cpu_peak_bytes(fn: Callable[..., Any], args: tuple, kwargs: dict) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    # Kineto logs "profiler_start/stop" lines to the process's stderr at its default level; in a
+    # notebook they would appear under every measurement. Level 6 keeps it quiet (set before first use).
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn(*args, **kwargs)
+        del out  # the output counts while it is alive; freeing it here ends the call's footprint
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    level = peak = 0
+    for e in events:  # allocations are positive, frees negative
+        if e.device_type() == torch.autograd.DeviceType.CPU:
+            level += e.nbytes()
+            peak = max(peak, level)
+    return int(peak)
+
+
+def peak_memory_bytes(
+    fn: Callable[..., Any], *args: Any, device: torch.device | str | None = None, **kwargs: Any
+) -> int:
+    """Peak bytes allocated by torch during `fn(*args, **kwargs)`, above the level before the call.
+
+    Counts temporaries and the returned tensors, not the inputs (they exist before the call).
+    CUDA: `torch.cuda.max_memory_allocated` (after `reset_peak_memory_stats`) minus the bytes allocated
+    before the call. CPU: the running sum of the allocation/free events recorded by `torch.profiler` with
+    `profile_memory=True`, maximised over the call. Run `fn` once before measuring if it caches anything.
+    """
+    dev = _device_of(args, device)
+    if dev.type == "cuda":
+        synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+        out = fn(*args, **kwargs)
+        synchronize(dev)
+        peak = torch.cuda.max_memory_allocated(dev)
+        del out
+        return int(peak - before)
+    if dev.type == "cpu":
+        return _cpu_peak_bytes(fn, args, kwargs)
+    raise ValueError(f"peak_memory_bytes: no peak-memory measurement for device type {dev.type!r}.")
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB' (binary units), NaN -> 'n/a'."""
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------------------------- flops
+
+
+def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """FLOPs of the matrix products in `fn(*args, **kwargs)`, as FlopCounterMode counts them.
+
+    2 FLOPs per multiply-add, over mm/bmm/addmm/baddbmm/einsum-lowered products and convolutions;
+    softmax, exp, masking and elementwise normalisers are not counted.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return int(counter.get_total_flops())
+
+
+def attention_flops(
+    N: int, d: int, dv: int | None = None, *, kind: str, B: int = 1, H: int = 1, normalizer: bool = True
+) -> int:
+    """Matrix-product FLOPs of one attention forward pass (non-causal), 2 FLOPs per multiply-add.
+
+    kind="softmax" (and "linear_quadratic", which builds the same T x T matrix):
+        scores Q K^T: 2 N^2 d   +   weights times V: 2 N^2 dv                   ->  O(N^2 d)
+    kind="linear" (associative form, Katharopoulos et al. 2020, §3.2):
+        phi(K)^T V: 2 N d dv    +   phi(Q) (phi(K)^T V): 2 N d dv
+        + the normaliser phi(Q) z, z = sum_j phi(k_j): 2 N d  (when `normalizer`)  ->  O(N d^2)
+    All terms are multiplied by the B * H independent heads. The normaliser term counts only if it is
+    computed as a product (an einsum or matmul); as `(q * z).sum(-1)` FlopCounterMode does not see it.
+    """
+    dv = d if dv is None else dv
+    if kind in ("softmax", "linear_quadratic"):
+        per_head = 2 * N * N * d + 2 * N * N * dv
+    elif kind == "linear":
+        per_head = 4 * N * d * dv + (2 * N * d if normalizer else 0)
+    else:
+        raise ValueError(f"attention_flops: kind must be 'softmax', 'linear_quadratic' or 'linear'; got {kind!r}.")
+    return int(B * H * per_head)
+
+
+def attention_memory_bytes(
+    N: int, d: int, dv: int | None = None, *, kind: str, B: int = 1, H: int = 1, bytes_per_element: int = 4
+) -> int:
+    """Analytic size of the intermediate that distinguishes the two forms (not a measurement).
+
+    kind="softmax": the T x T score matrix, B H N^2 elements (softmax's output is a second one unless
+        computed in place, and a fused FlashAttention kernel never stores either).
+    kind="linear": the K x V state phi(K)^T V plus the normaliser z, B H (d dv + d) elements.
+    Inputs and output (B N H (2d + 2dv) elements) are the same for both and not included.
+    """
+    dv = d if dv is None else dv
+    if kind == "softmax":
+        elements = B * H * N * N
+    elif kind == "linear":
+        elements = B * H * (d * dv + d)
+    else:
+        raise ValueError(f"attention_memory_bytes: kind must be 'softmax' or 'linear'; got {kind!r}.")
+    return int(elements * bytes_per_element)
+
+
+# ----------------------------------------------------------------------------------------------- sweep
+
+
+def _is_oom(err: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    return isinstance(err, oom) or (isinstance(err, RuntimeError) and "out of memory" in str(err))
+
+
+def sweep(
+    fns: dict[str, Callable[..., Any]],
+    sizes: Sequence[int],
+    make_inputs: Callable[[int], tuple],
+    *,
+    warmup: int = 2,
+    reps: int = 5,
+    memory: bool = True,
+    flops: bool = False,
+    device: torch.device | str | None = None,
+    desc: str = "sizes",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Time (and optionally measure memory and FLOPs of) every function at every size.
+
+    fns: {name: fn}; each is called as fn(*make_inputs(N)).  sizes: e.g. sequence lengths N.
+    Returns one row per (size, name): {"name", "N", "ms", "peak_bytes", "flops", "device"}
+    (peak_bytes / flops are NaN when not measured). Runs under torch.no_grad() (forward cost only).
+    A CUDA out-of-memory error is caught: that row gets NaN and larger sizes of that function are
+    skipped (also NaN). Any other error propagates, NotImplementedError from an exercise stub included.
+    A tqdm.auto progress bar runs over the sizes (progress=False hides it).
+    """
+    from tqdm.auto import tqdm
+
+    rows: list[dict[str, Any]] = []
+    out_of_memory: set[str] = set()
+    nan = float("nan")
+    with torch.no_grad():
+        for N in tqdm(list(sizes), desc=desc, disable=not progress, leave=False):
+            args = make_inputs(N)
+            dev = _device_of(args, device)
+            for name, fn in fns.items():
+                row = {"name": name, "N": int(N), "ms": nan, "peak_bytes": nan, "flops": nan, "device": dev.type}
+                rows.append(row)
+                if name in out_of_memory:
+                    continue
+                try:
+                    row["ms"] = time_fn(fn, *args, warmup=warmup, reps=reps, device=dev)
+                    if memory:
+                        row["peak_bytes"] = peak_memory_bytes(fn, *args, device=dev)
+                    if flops:
+                        row["flops"] = count_flops(fn, *args)
+                except Exception as err:  # only out-of-memory is expected; re-raise the rest
+                    if not _is_oom(err):
+                        raise
+                    out_of_memory.add(name)
+                    row["ms"] = row["peak_bytes"] = row["flops"] = nan
+                    if dev.type == "cuda":
+                        torch.cuda.empty_cache()
+            del args
+    return rows
+
+
+def crossover(
+    rows: list[dict[str, Any]], a: str, b: str, key: str = "ms", x: str = "N"
+) -> float | None:
+    """The x at which `b` stops being costlier than `a` (or the reverse): the first sign change of
+    rows[a][key] - rows[b][key] along x, interpolated linearly in log(x) and log(cost).
+
+    None when the curves do not cross within the measured range (or a value is missing).
+    """
+    series = {}
+    for name in (a, b):
+        pts = sorted((r[x], r[key]) for r in rows if r["name"] == name)
+        series[name] = dict(pts)
+    xs = sorted(set(series[a]) & set(series[b]))
+    prev = None
+    for xv in xs:
+        ya, yb = series[a][xv], series[b][xv]
+        if not (ya > 0 and yb > 0) or math.isnan(ya) or math.isnan(yb):
+            prev = None
+            continue
+        diff = math.log(ya) - math.log(yb)
+        if diff == 0:
+            return float(xv)
+        if prev is not None and (prev[1] < 0) != (diff < 0):
+            x0, d0 = prev
+            t = d0 / (d0 - diff)
+            return float(math.exp(math.log(x0) + t * (math.log(xv) - math.log(x0))))
+        prev = (xv, diff)
+    return None
