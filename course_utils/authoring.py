@@ -233,7 +233,9 @@ def execute(paths: list[Path], timeout: int = 900) -> None:
 
     for path in paths:
         nb = nbformat.read(path, as_version=4)
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(path.parent)}})
+        client.execute()
         for cell in nb.cells:
             cell.metadata.pop("execution", None)
         path.write_text(nbformat.writes(nb) + "\n")

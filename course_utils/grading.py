@@ -51,6 +51,7 @@ class TensorOut:
 
     name: str
     layout: str | None = None
+    state: bool = False  # a recurrent state: float32 (as the kernels keep it) or the inputs' dtype
 
 
 @dataclass(frozen=True)
@@ -175,27 +176,16 @@ def randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Environment (switch to course_utils.env once it lands)
+# Environment
 # --------------------------------------------------------------------------------------------------------
 
 
 def _env_device_and_dtypes() -> tuple[torch.device, list[torch.dtype]]:
-    """Device and dtypes to grade on: the GPU if there is one, fp16/bf16 only on Ampere or newer."""
-    try:
-        from course_utils import env as course_env  # the lead's module; optional during development
+    """Device and dtypes to grade on: course_utils.env's (the GPU if any; fp16/bf16 where supported)."""
+    from course_utils.env import get_env
 
-        current = getattr(course_env, "current", None)
-        e = current() if callable(current) else None
-        if e is not None:
-            return e.device, list(e.dtypes)
-    except ImportError:
-        pass
-    if torch.cuda.is_available():
-        dtypes = [torch.float32]
-        if torch.cuda.get_device_capability() >= (8, 0):
-            dtypes += [torch.bfloat16, torch.float16]
-        return torch.device("cuda"), dtypes
-    return torch.device("cpu"), [torch.float32]
+    env = get_env()
+    return env.device, list(env.dtypes)
 
 
 def _tolerance(dtype: torch.dtype, device: torch.device) -> float:
@@ -257,7 +247,9 @@ class Student:
         self.fn = fn
         self.exercise = exercise
         self.name = getattr(fn, "__name__", type(fn).__name__)
-        self.noncontiguous = False  # set per case; explains exceptions raised on views
+        self.case: Case | None = None  # the case being graded (for hints)
+        self.inputs: dict[str, Any] = {}
+        self.noncontiguous = False  # explains exceptions raised on views
 
     def call(self, args: tuple, kwargs: dict[str, Any], call_repr: str, where: str = "") -> Any:
         """Run fn(*args, **kwargs). NotImplementedError passes through unchanged (an unsolved stub)."""
@@ -399,7 +391,8 @@ def _check_form(got: Any, node: Any, expected: Any, where: str, top: bool, stude
         fail(f"{node.name} is on device '{got.device}'{at}; the inputs are on '{expected.device}'",
              "create new tensors on the inputs' device, e.g. torch.zeros(..., device=q.device), or "
              "torch.zeros_like(v)")
-    if got.dtype != expected.dtype:
+    state_ok = node.state and student.case is not None and got.dtype in (torch.float32, student.case.dtype)
+    if got.dtype != expected.dtype and not state_ok:
         inputs_dtype = _dtype_name(expected.dtype)
         hint = (f"compute in float32 if you like, but return the input dtype: .to({inputs_dtype}) "
                 "(e.g. o.to(q.dtype))")
@@ -408,13 +401,11 @@ def _check_form(got: Any, node: Any, expected: Any, where: str, top: bool, stude
         fail(f"{node.name} has dtype {_dtype_name(got.dtype)}{at}; expected {inputs_dtype} (the inputs' dtype)",
              hint)
     if got.shape != expected.shape:
-        hint = student.exercise.diagnose(Failure("shape", node.name, got, expected, {}, _CURRENT_CASE[0])) \
-            if student.exercise.diagnose and _CURRENT_CASE else None
+        diagnose = student.exercise.diagnose
+        hint = diagnose(Failure("shape", node.name, got, expected, student.inputs, student.case)) \
+            if diagnose and student.case is not None else None
         fail(f"{node.name}: expected shape {_shape(expected)}, got {_shape(got)}{at}"
              + _shape_note(got.shape, expected.shape, node.layout), hint)
-
-
-_CURRENT_CASE: list[Case] = []  # the case being graded, for spec hooks called from structure checks
 
 
 def _shape_note(got: torch.Size, exp: torch.Size, layout: str | None) -> str:
@@ -715,6 +706,7 @@ def _run_case(ex: Exercise, student: Student, case: Case, device: torch.device) 
     if grad_names:
         inputs = _ref_inputs(inputs, grad_names)  # fresh leaves for the student, too
     expected, exp_grads, backend = _expected(ex, case, device, inputs)
+    student.case, student.inputs = case, inputs
     student.noncontiguous = bool(case.get("noncontiguous"))
     snapshot = _snapshot(inputs)
     got = ex.run(student, inputs, case) if ex.run else student.call_inputs(inputs)
@@ -804,13 +796,10 @@ def grade(exercise_id: str, fn: Callable[..., Any], **options: Any) -> None:
     cases = ex.cases(device, dtypes)
     worst, backends = 0.0, []
     for i, case in enumerate(cases):
-        _CURRENT_CASE[:] = [case]
         try:
             err, backend = _run_case(ex, student, case, device)
         except _Fail as f:
             raise AssertionError(_failure_message(ex, student, i, len(cases), case, f)) from None
-        finally:
-            _CURRENT_CASE.clear()
         worst = max(worst, err)
         if backend not in backends:
             backends.append(backend)

@@ -151,8 +151,14 @@ def gated_delta_rule(
         op = ops.fused_recurrent_gated_delta_rule if mode == "recurrent" else ops.chunk_gated_delta_rule
         # fused_recurrent_gated_delta_rule's positional order is (q, k, v, g, gk, gv, beta): keywords only.
         o, S = op(
-            q=q, k=k, v=v, g=g.float(), beta=beta.to(q.dtype), scale=scale,
-            initial_state=S0, output_final_state=True,
+            q=q,
+            k=k,
+            v=v,
+            g=g.float(),
+            beta=beta.to(q.dtype),
+            scale=scale,
+            initial_state=S0,
+            output_final_state=True,
         )
         record(f"fla.ops.gated_delta_rule.{op.__name__}", q.device)
         return o, S.float()
@@ -162,8 +168,15 @@ def gated_delta_rule(
     # float32; the chunk form pads T itself.
     if mode == "chunk":
         o, S = naive.naive_chunk_gated_delta_rule(
-            q=q, k=k, v=v, g=g, beta=beta, chunk_size=_NAIVE_GATED_CHUNK, scale=scale,
-            initial_state=S0, output_final_state=True,
+            q=q,
+            k=k,
+            v=v,
+            g=g,
+            beta=beta,
+            chunk_size=_NAIVE_GATED_CHUNK,
+            scale=scale,
+            initial_state=S0,
+            output_final_state=True,
         )
         record("fla.ops.gated_delta_rule.naive_chunk_gated_delta_rule", q.device)
     else:

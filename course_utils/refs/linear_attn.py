@@ -129,8 +129,11 @@ def _cpu_chunk(q, k, v, scale, S0, z0, normalize):
     T = q.shape[1]
     qf, kf, vf = q.float(), k.float(), v.float()
     o = naive.naive_chunk_linear_attn(
-        pad_time(qf, _NAIVE_CHUNK), pad_time(kf, _NAIVE_CHUNK), pad_time(vf, _NAIVE_CHUNK),
-        scale=scale, normalize=False,
+        pad_time(qf, _NAIVE_CHUNK),
+        pad_time(kf, _NAIVE_CHUNK),
+        pad_time(vf, _NAIVE_CHUNK),
+        scale=scale,
+        normalize=False,
     )[:, :T]
     S = torch.einsum("bthk,bthv->bhkv", kf, vf)
     if S0 is not None:

@@ -1,0 +1,122 @@
+"""Interactive explorers for the notebooks (ipywidgets).
+
+Every explorer is an object with a `.widget` (what Jupyter shows: putting the explorer last in a cell
+displays it), and an `.update(**values)` method that sets the controls, redraws, and returns the numbers
+it drew. `update` works headless (nbval, CI, tests), so a notebook cell can build an explorer, call
+`update` once and check what it returns.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from course_utils.bench import attention_flops, attention_memory_bytes
+
+__all__ = ["ComplexityExplorer", "complexity_explorer", "complexity_numbers"]
+
+_DTYPE_BYTES = {"float32": 4, "bfloat16 / float16": 2}
+
+
+def complexity_numbers(N: int, d: int, H: int = 1, B: int = 1, bytes_per_element: int = 4) -> dict[str, Any]:
+    """The model numbers the complexity explorer shows for one setting (non-causal, dv = d).
+
+    Returns {"N", "d", "H", "B", "flops_softmax", "flops_linear", "flops_ratio",
+             "scores_bytes", "state_bytes", "flops_crossover_N"}; flops_crossover_N is the smallest N at
+    which linear attention's FLOPs drop below softmax's (4 N^2 d > 4 N d^2 + 2 N d  <=>  N > d + 1/2).
+    """
+    kw = dict(B=B, H=H)
+    fs = attention_flops(N, d, kind="softmax", **kw)
+    fl = attention_flops(N, d, kind="linear", **kw)
+    return {
+        "N": int(N), "d": int(d), "H": int(H), "B": int(B),
+        "flops_softmax": fs,
+        "flops_linear": fl,
+        "flops_ratio": fs / fl,
+        "scores_bytes": attention_memory_bytes(N, d, kind="softmax", bytes_per_element=bytes_per_element, **kw),
+        "state_bytes": attention_memory_bytes(N, d, kind="linear", bytes_per_element=bytes_per_element, **kw),
+        "flops_crossover_N": d + 1,
+    }
+
+
+class ComplexityExplorer:
+    """Sliders for sequence length N, head dim d, heads H and element size; two model panels.
+
+    Cheap: nothing is measured, every redraw evaluates closed-form counts (course_utils.bench).
+    """
+
+    def __init__(self, N: int = 4096, d: int = 64, H: int = 8, dtype: str = "float32", N_max: int = 2**17):
+        import ipywidgets as w
+
+        self.N_max = N_max
+        self.figure: Figure | None = None
+        self.numbers: dict[str, Any] = {}
+        style = {"description_width": "150px"}
+        layout = w.Layout(width="460px")
+        # N spans four orders of magnitude: a log-scale slider (base 2) keeps short sequences reachable.
+        self.N = w.FloatLogSlider(value=N, base=2, min=4, max=math.log2(N_max), step=0.25,
+                                  description="sequence length N", readout_format=",.0f",
+                                  style=style, layout=layout, continuous_update=False)
+        self.d = w.IntSlider(value=d, min=16, max=256, step=16, description="head dim d",
+                             style=style, layout=layout, continuous_update=False)
+        self.H = w.IntSlider(value=H, min=1, max=32, description="heads H", style=style, layout=layout,
+                             continuous_update=False)
+        self.dtype = w.Dropdown(options=list(_DTYPE_BYTES), value=dtype, description="element type",
+                                style=style, layout=layout)
+        self.out = w.Output()
+        self.text = w.HTML()
+        self._quiet = False  # True while update() sets several controls: draw once, at the end
+        for control in (self.N, self.d, self.H, self.dtype):
+            control.observe(self._on_change, names="value")
+        self.widget = w.VBox([w.HBox([w.VBox([self.N, self.d]), w.VBox([self.H, self.dtype])]), self.text, self.out])
+        self._redraw()
+
+    def _on_change(self, _change) -> None:
+        if not self._quiet:
+            self._redraw()
+
+    def _redraw(self) -> dict[str, Any]:
+        from IPython.display import display
+
+        bpe = _DTYPE_BYTES[self.dtype.value]
+        self.numbers = complexity_numbers(int(round(self.N.value)), self.d.value, self.H.value, 1, bpe)
+        n = self.numbers
+        self.text.value = (
+            f"<b>N={n['N']:,}, d={n['d']}, H={n['H']}</b>: softmax {n['flops_softmax']:.3g} FLOPs, "
+            f"linear {n['flops_linear']:.3g} FLOPs (<b>{n['flops_ratio']:,.1f}×</b>); "
+            f"linear attention wins FLOPs from N = {n['flops_crossover_N']}."
+        )
+        if self.figure is not None:
+            plt.close(self.figure)
+        from course_utils.plots import plot_complexity
+
+        self.figure = plot_complexity(n["N"], n["d"], H=n["H"], bytes_per_element=bpe, N_max=self.N_max)
+        with self.out:
+            self.out.clear_output(wait=True)
+            display(self.figure)
+        plt.close(self.figure)  # shown through the Output widget only, not a second time inline
+        return dict(n)
+
+    def update(self, N: int | None = None, d: int | None = None, H: int | None = None,
+               dtype: str | None = None) -> dict[str, Any]:
+        """Set any of the controls, redraw once, and return the numbers drawn (see complexity_numbers)."""
+        self._quiet = True
+        try:
+            for control, value in ((self.N, N), (self.d, d), (self.H, H), (self.dtype, dtype)):
+                if value is not None:
+                    control.value = value
+        finally:
+            self._quiet = False
+        return self._redraw()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def complexity_explorer(N: int = 4096, d: int = 64, H: int = 8, dtype: str = "float32") -> ComplexityExplorer:
+    """Build the FLOPs/memory explorer for softmax vs linear attention (show it by ending a cell with it;
+    call `.update(N=..., d=...)` to set it from code)."""
+    return ComplexityExplorer(N=N, d=d, H=H, dtype=dtype)
