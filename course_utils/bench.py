@@ -226,6 +226,7 @@ def sweep(
     device: torch.device | str | None = None,
     desc: str = "sizes",
     progress: bool = True,
+    cpu_threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Time (and optionally measure memory and FLOPs of) every function at every size.
 
@@ -235,35 +236,49 @@ def sweep(
     A CUDA out-of-memory error is caught: that row gets NaN and larger sizes of that function are
     skipped (also NaN). Any other error propagates, NotImplementedError from an exercise stub included.
     A tqdm.auto progress bar runs over the sizes (progress=False hides it).
+    cpu_threads: torch's intra-op threads during the sweep (restored afterwards). On a small CPU that
+    other work shares, 1 gives steady timings: with 2 threads, every operation waits for the slower
+    thread, and a core taken by another process adds milliseconds at random. None keeps the setting.
     """
+    threads_before = torch.get_num_threads()
+    if cpu_threads is not None:
+        torch.set_num_threads(cpu_threads)
+    try:
+        with torch.no_grad():
+            return _sweep(fns, sizes, make_inputs, warmup=warmup, reps=reps, memory=memory, flops=flops,
+                          device=device, desc=desc, progress=progress)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _sweep(fns, sizes, make_inputs, *, warmup, reps, memory, flops, device, desc, progress):
     from tqdm.auto import tqdm
 
+    nan = float("nan")
     rows: list[dict[str, Any]] = []
     out_of_memory: set[str] = set()
-    nan = float("nan")
-    with torch.no_grad():
-        for N in tqdm(list(sizes), desc=desc, disable=not progress, leave=False):
-            args = make_inputs(N)
-            dev = _device_of(args, device)
-            for name, fn in fns.items():
-                row = {"name": name, "N": int(N), "ms": nan, "peak_bytes": nan, "flops": nan, "device": dev.type}
-                rows.append(row)
-                if name in out_of_memory:
-                    continue
-                try:
-                    row["ms"] = time_fn(fn, *args, warmup=warmup, reps=reps, device=dev)
-                    if memory:
-                        row["peak_bytes"] = peak_memory_bytes(fn, *args, device=dev)
-                    if flops:
-                        row["flops"] = count_flops(fn, *args)
-                except Exception as err:  # only out-of-memory is expected; re-raise the rest
-                    if not _is_oom(err):
-                        raise
-                    out_of_memory.add(name)
-                    row["ms"] = row["peak_bytes"] = row["flops"] = nan
-                    if dev.type == "cuda":
-                        torch.cuda.empty_cache()
-            del args
+    for N in tqdm(list(sizes), desc=desc, disable=not progress, leave=False):
+        args = make_inputs(N)
+        dev = _device_of(args, device)
+        for name, fn in fns.items():
+            row = {"name": name, "N": int(N), "ms": nan, "peak_bytes": nan, "flops": nan, "device": dev.type}
+            rows.append(row)
+            if name in out_of_memory:
+                continue
+            try:
+                row["ms"] = time_fn(fn, *args, warmup=warmup, reps=reps, device=dev)
+                if memory:
+                    row["peak_bytes"] = peak_memory_bytes(fn, *args, device=dev)
+                if flops:
+                    row["flops"] = count_flops(fn, *args)
+            except Exception as err:  # only out-of-memory is expected; re-raise the rest
+                if not _is_oom(err):
+                    raise
+                out_of_memory.add(name)
+                row["ms"] = row["peak_bytes"] = row["flops"] = nan
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+        del args
     return rows
 
 
@@ -295,3 +310,32 @@ def crossover(
             return float(math.exp(math.log(x0) + t * (math.log(xv) - math.log(x0))))
         prev = (xv, diff)
     return None
+
+
+# ---- used by labs 02-03 ----
+
+
+def save_report(fig: Any, stem: str, rows: list[dict[str, Any]] | None = None,
+                meta: dict[str, Any] | None = None, directory: str | os.PathLike | None = None) -> list[Any]:
+    """Save a benchmark figure (PNG) and, when given, its rows and metadata (JSON) as `stem.png/.json`.
+
+    directory: default the repository's reports/ folder when the notebook runs inside the repository
+    (cwd or its parent holds reports/), else the current directory (e.g. /content on Colab).
+    Returns the paths written.
+    """
+    import json
+    from pathlib import Path
+
+    if directory is None:
+        cwd = Path.cwd()
+        directory = next((p / "reports" for p in (cwd, cwd.parent) if (p / "reports").is_dir()), cwd)
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.png"]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    if rows is not None or meta is not None:
+        clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+                 for r in (rows or [])]
+        paths.append(out / f"{stem}.json")
+        paths[1].write_text(json.dumps({"meta": meta or {}, "rows": clean}, indent=1) + "\n")
+    return paths

@@ -10,11 +10,11 @@ from typing import Any, Callable, Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from course_utils.bench import crossover
 
-__all__ = ["METRIC_LABELS", "plot_complexity", "plot_feature_error", "plot_scaling"]
+__all__ = ["METRIC_LABELS", "plot_complexity", "plot_feature_error", "plot_pair_errors", "plot_scaling"]
 
 METRIC_LABELS = {
     "ms": "time per call (ms, median)",
@@ -26,6 +26,11 @@ _PALETTE = ["tab:red", "tab:orange", "tab:blue", "tab:green", "tab:purple", "tab
 
 
 def _bytes_axis(ax) -> None:
+    """Log-scale byte axis with ticks at powers of two (at most ~7) labelled in binary units: 4 KiB, 1 MiB..."""
+    ax.set_yscale("log", base=2)
+    ax.yaxis.set_major_locator(LogLocator(base=2, numticks=7))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
     def fmt(v, _pos):
         for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
             if v < 1024:
@@ -77,11 +82,12 @@ def plot_scaling(
             grid = np.array(sorted({r[x] for r in rows}), dtype=float)
             ax.plot(grid, f(grid), "--", color="0.35" if i == 0 else "0.6", lw=1.2, label=label)
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel(x)
-        ax.set_ylabel(labels.get(metric, metric))
         if metric == "peak_bytes":
             _bytes_axis(ax)
+        else:
+            ax.set_yscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel(labels.get(metric, metric))
         ax.grid(True, which="major", alpha=0.3)
         x_star = crossover(rows, pair[0], pair[1], key=metric, x=x)
         if x_star is not None:
@@ -106,18 +112,26 @@ def plot_feature_error(
     errors: Mapping[str, np.ndarray],
     *,
     reference: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
-    ylabel: str = "relative error of exp(q·k)",
+    ylabel: str = "relative error of exp(x·y)",
     title: str | None = None,
+    band: bool = True,
+    colors: Mapping[str, str] | None = None,
+    ax=None,
 ) -> Figure:
     """Approximation error against the number of random features M, one line per estimator.
 
-    Ms: [len(Ms)] feature counts.  errors: {name: array [len(Ms), trials]} one error per independent
-    draw of the random features; the line is the mean over trials, the band ± one standard deviation.
-    reference: optional dashed curves {label: f(M array)}, e.g. the Monte-Carlo rate c / sqrt(M).
+    Ms: [len(Ms)] feature counts.  errors: {name: array [len(Ms)] or [len(Ms), n]}: with a second axis
+    (e.g. one error per draw, or per query-key pair) the line is the mean over it and, when `band`, the
+    shaded band ± one standard deviation.
+    reference: optional dashed curves {label: f(M array)}, e.g. a closed-form error or c / sqrt(M).
+    colors: {name: colour} (default: a fixed palette in the order of `errors`).
+    ax: draw into this Axes (e.g. one panel of a larger figure); default a new figure.
     """
     Ms_arr = np.asarray(Ms, dtype=float)
-    fig, ax = plt.subplots(figsize=(6.2, 4.2))
-    colors = _colors(list(errors))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    fig = ax.figure
+    colors = {**_colors(list(errors)), **(colors or {})}
     for name, err in errors.items():
         err = np.asarray(err, dtype=float)
         if err.ndim == 1:
@@ -126,15 +140,57 @@ def plot_feature_error(
             raise ValueError(f"plot_feature_error: errors[{name!r}] has {err.shape[0]} rows for {len(Ms_arr)} Ms.")
         mean, std = err.mean(1), err.std(1)
         ax.plot(Ms_arr, mean, "o-", color=colors[name], label=name, ms=4)
-        ax.fill_between(Ms_arr, np.clip(mean - std, mean * 1e-3, None), mean + std, color=colors[name], alpha=0.15)
-    for label, f in (reference or {}).items():
-        ax.plot(Ms_arr, f(Ms_arr), "--", color="0.4", lw=1, label=label)
+        if band:
+            ax.fill_between(Ms_arr, np.clip(mean - std, mean * 1e-3, None), mean + std, color=colors[name],
+                            alpha=0.15)
+    for i, (label, f) in enumerate((reference or {}).items()):
+        ax.plot(Ms_arr, f(Ms_arr), ls=("--", ":", "-.")[i % 3], color="0.3", lw=1.2, label=label)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("number of random features M")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pair_errors(
+    xy: np.ndarray,
+    errors: Mapping[str, np.ndarray],
+    *,
+    curves: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+    xlabel: str = "x·y (so the kernel is exp(x·y))",
+    ylabel: str = "relative error of the estimate",
+    title: str | None = None,
+    colors: Mapping[str, str] | None = None,
+    ax=None,
+) -> Figure:
+    """Per-pair errors against a per-pair quantity (e.g. x·y): one scatter per estimator.
+
+    xy: [P] the quantity on the x-axis for P pairs.  errors: {name: [P]}.  curves: optional closed-form
+    lines {label: f(xy grid)}.  colors: {name: colour}, to match another panel (default: fixed palette).
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    fig = ax.figure
+    xy = np.asarray(xy, dtype=float)
+    colors = {**_colors(list(errors)), **(colors or {})}
+    for name, err in errors.items():
+        err = np.asarray(err, dtype=float)
+        if err.shape != xy.shape:
+            raise ValueError(f"plot_pair_errors: errors[{name!r}] has shape {err.shape}, xy has {xy.shape}.")
+        ax.scatter(xy, err, s=6, alpha=0.45, color=colors[name], label=name)
+    grid = np.linspace(xy.min(), xy.max(), 200)
+    for i, (label, f) in enumerate((curves or {}).items()):
+        ax.plot(grid, f(grid), ls=("--", ":", "-.")[i % 3], color="0.2", lw=1.3, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, markerscale=2)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -160,12 +216,15 @@ def plot_complexity(
                       for n in Ns], dtype=float)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, ys, yl, ylabel in ((ax1, fl_s, fl_l, "matmul FLOPs (model)"),
-                               (ax2, mem_s, mem_l, "T×T matrix vs state (model)")):
+                               (ax2, mem_s, mem_l, "memory (model)")):
         ax.plot(Ns, ys, color="tab:red", label="softmax  O(N²d)" if ax is ax1 else "softmax: B·H·N² scores")
         ax.plot(Ns, yl, color="tab:blue", label="linear  O(Nd²)" if ax is ax1 else "linear: B·H·(d²+d) state")
         ax.axvline(N, color="k", lw=1)
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        if ax is ax2:
+            _bytes_axis(ax)
+        else:
+            ax.set_yscale("log")
         ax.set_xlabel("sequence length N")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
@@ -175,7 +234,6 @@ def plot_complexity(
             ax.axvline(Ns[idx[0] + 1], color="k", ls=":", lw=1)
     if memory_limit_bytes:
         ax2.axhline(memory_limit_bytes, color="0.5", ls="--", lw=1, label=f"{memory_limit_bytes / 2**30:g} GiB (a T4)")
-    _bytes_axis(ax2)
     ratio = attention_flops(N, d, kind="softmax", B=B, H=H) / attention_flops(N, d, kind="linear", B=B, H=H)
     ax1.set_title(f"N={N:,}, d={d}: softmax needs {ratio:,.1f}× the FLOPs", fontsize=10)
     kw = dict(B=B, H=H, bytes_per_element=bytes_per_element)
@@ -185,3 +243,208 @@ def plot_complexity(
         ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+# ---- used by labs 02-03 ----
+# Figures of Lab 02 (causal linear attention as an RNN) and Lab 03 (the chunkwise form). Like the functions
+# above, each returns the Figure and draws nothing else.
+
+
+def _np_0203(x: Any) -> np.ndarray:
+    """A float numpy array from a tensor (any device/dtype) or a sequence."""
+    if hasattr(x, "detach"):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def _fmt_bytes_0203(v: float, _pos: Any = None) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024:
+            return f"{v:g} {unit}"
+        v /= 1024
+    return f"{v:g} PiB"
+
+
+def plot_attention_matrices(mats: Mapping[str, Any], *, title: str | None = None) -> Figure:
+    """Heatmaps of T x T matrices side by side: row t is the query, column s the key.
+
+    mats: {panel title: [T, T] tensor or array}. Entries that are exactly zero (a causal mask's future)
+    are left white, so the mask shows as the empty upper triangle.
+    """
+    fig, axes = plt.subplots(1, len(mats), figsize=(4.3 * len(mats), 3.9), squeeze=False)
+    for ax, (name, m) in zip(axes[0], mats.items()):
+        a = _np_0203(m)
+        im = ax.imshow(np.ma.masked_where(a == 0, a), cmap="viridis", interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("key position s")
+        ax.set_ylabel("query position t")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_state_vs_cache(
+    lengths: Sequence[int],
+    kv_bytes: Sequence[float],
+    state_bytes: float,
+    *,
+    crossover: float | None = None,
+    kv_label: str = "softmax attention: KV cache",
+    state_label: str = "linear attention: state S",
+    title: str | None = None,
+) -> Figure:
+    """What a decoder keeps in memory against the number of tokens seen: a KV cache that grows with t
+    against a constant recurrent state (log-log), with the length where they are equal marked."""
+    t = _np_0203(lengths)
+    kv = _np_0203(kv_bytes)
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    ax.plot(t, kv, color="tab:red", lw=2, label=kv_label)
+    ax.plot(t, np.full_like(t, float(state_bytes)), color="tab:blue", lw=2, label=state_label)
+    if crossover is not None:
+        ax.axvline(crossover, color="k", ls=":", lw=1.2)
+        ax.annotate(f"equal at t = {crossover:,.0f}", xy=(crossover, 0.04), xycoords=("data", "axes fraction"),
+                    xytext=(4, 0), textcoords="offset points", fontsize=8)
+    ax.annotate(f"{kv[-1] / state_bytes:,.0f}× the state\nat t = {t[-1]:,.0f}", xy=(t[-1], kv[-1]),
+                xytext=(-8, -4), textcoords="offset points", ha="right", va="top", fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.yaxis.set_major_formatter(FuncFormatter(_fmt_bytes_0203))
+    ax.set_xlabel("tokens seen t")
+    ax.set_ylabel("bytes kept for the next step")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_chunk_partition(kind: Any, chunk_size: int, *, title: str | None = None) -> Figure:
+    """Which term of the chunkwise form covers each (query t, key s) pair.
+
+    kind: [T, T] ints: 0 = not attended (s > t), 1 = inter-chunk (read through the state), 2 = intra-chunk
+    (the masked C x C block on the diagonal). Chunk boundaries are drawn every `chunk_size` positions.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    k = _np_0203(kind)
+    T = k.shape[0]
+    colors = ["white", "tab:blue", "tab:orange"]
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.imshow(k, cmap=ListedColormap(colors), vmin=0, vmax=2, interpolation="nearest")
+    for b in range(chunk_size, T, chunk_size):
+        ax.axhline(b - 0.5, color="0.3", lw=0.6)
+        ax.axvline(b - 0.5, color="0.3", lw=0.6)
+    ax.set_xlabel("key position s")
+    ax.set_ylabel("query position t")
+    ax.legend(handles=[Patch(color=colors[2], label="intra-chunk: masked block (Q Kᵀ ⊙ M) V"),
+                       Patch(color=colors[1], label="inter-chunk: through the state Q S"),
+                       Patch(facecolor="white", edgecolor="0.5", label="future (s > t): never read")],
+              fontsize=7, loc="upper right")
+    ax.set_title(title or f"T = {T}, chunk size C = {chunk_size}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_chunk_cost(
+    Cs: Sequence[int],
+    flops: Sequence[float],
+    nbytes: Sequence[float],
+    t_compute: Sequence[float],
+    t_memory: Sequence[float],
+    *,
+    current: int | None = None,
+    best: float | None = None,
+    title: str | None = None,
+) -> Figure:
+    """The cost model of the chunkwise form against the chunk size C (log-log, two panels).
+
+    Left: matmul FLOPs and HBM bytes. Right: modelled time, FLOPs / peak + bytes / bandwidth, with its two
+    terms dashed. current: the C to mark (solid line); best: the C that minimises the model (dotted).
+    """
+    C = _np_0203(Cs)
+    tc, tm = _np_0203(t_compute), _np_0203(t_memory)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.9))
+    ax1.plot(C, _np_0203(flops), "o-", ms=3, color="tab:purple", label="FLOPs (matmuls)")
+    ax1.set_ylabel("FLOPs", color="tab:purple")
+    ax1b = ax1.twinx()
+    ax1b.plot(C, _np_0203(nbytes), "s-", ms=3, color="tab:green", label="bytes moved (HBM)")
+    ax1b.set_yscale("log", base=2)
+    ax1b.yaxis.set_major_formatter(FuncFormatter(_fmt_bytes_0203))
+    ax1b.set_ylabel("bytes", color="tab:green")
+    lines = ax1.get_lines() + ax1b.get_lines()
+    ax1.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="upper center")
+    ax2.plot(C, 1e6 * tc, "--", color="tab:purple", lw=1.2, label="compute: FLOPs / peak")
+    ax2.plot(C, 1e6 * tm, "--", color="tab:green", lw=1.2, label="memory: bytes / bandwidth")
+    ax2.plot(C, 1e6 * (tc + tm), "o-", ms=3, color="k", label="model: sum")
+    ax2.set_ylabel("modelled time (µs)")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("chunk size C")
+        ax.grid(True, which="major", alpha=0.3)
+        if current is not None:
+            ax.axvline(current, color="tab:red", lw=1.2)
+    if best is not None:
+        ax2.axvline(best, color="k", ls=":", lw=1.2)
+        ax2.annotate(f"best C = {best:g}", xy=(best, 0.96), xycoords=("data", "axes fraction"),
+                     xytext=(3, 0), textcoords="offset points", fontsize=8, va="top")
+    ax2.legend(fontsize=8, loc="upper center")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_chunk_timing(
+    Cs: Sequence[int],
+    measured_ms: Sequence[float],
+    fit_ms: Sequence[float],
+    *,
+    fit_label: str,
+    measured_label: str = "measured",
+    model: tuple[Sequence[int], Sequence[float], str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Measured time against chunk size C with a fitted model (left), and optionally a hardware model's
+    prediction beside it (right). model: (Cs, seconds, label)."""
+    n = 2 if model is not None else 1
+    fig, axes = plt.subplots(1, n, figsize=(5.3 * n, 3.9), squeeze=False)
+    ax = axes[0][0]
+    C = _np_0203(Cs)
+    meas = _np_0203(measured_ms)
+    ax.plot(C, meas, "o", color="tab:blue", label=measured_label)
+    ax.plot(C, _np_0203(fit_ms), "--", color="0.3", label=fit_label)
+    i = int(np.nanargmin(meas))
+    ax.annotate(f"fastest: C = {C[i]:.0f}", xy=(C[i], meas[i]), xytext=(0, -14), textcoords="offset points",
+                ha="center", va="top", fontsize=8)
+    ax.set_ylabel("time per call (ms, median)")
+    if model is not None:
+        Cm, sm, label = model
+        ax2 = axes[0][1]
+        ys = 1e6 * _np_0203(sm)
+        ax2.plot(_np_0203(Cm), ys, "o-", ms=3, color="k", label=label)
+        j = int(np.nanargmin(ys))
+        ax2.annotate(f"best: C = {_np_0203(Cm)[j]:.0f}", xy=(_np_0203(Cm)[j], ys[j]), xytext=(0, -14),
+                     textcoords="offset points", ha="center", va="top", fontsize=8)
+        ax2.set_ylabel("modelled time (µs)")
+    for a in axes[0]:
+        a.set_xscale("log", base=2)
+        a.set_yscale("log")
+        a.set_xlabel("chunk size C")
+        a.grid(True, which="major", alpha=0.3)
+        a.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def binary_bytes_axis(ax: Any, axis: str = "y") -> None:
+    """Put a bytes axis on powers of two with B/KiB/MiB/GiB labels (log base 2), e.g. on a panel of
+    `plot_scaling` that shows bytes."""
+    getattr(ax, f"set_{axis}scale")("log", base=2)
+    getattr(ax, f"{axis}axis").set_major_formatter(FuncFormatter(_fmt_bytes_0203))

@@ -120,3 +120,123 @@ def complexity_explorer(N: int = 4096, d: int = 64, H: int = 8, dtype: str = "fl
     """Build the FLOPs/memory explorer for softmax vs linear attention (show it by ending a cell with it;
     call `.update(N=..., d=...)` to set it from code)."""
     return ComplexityExplorer(N=N, d=d, H=H, dtype=dtype)
+
+
+# ---- used by labs 02-03 ----
+# Lab 03's explorer of the chunkwise cost model. It evaluates the functions it is given (the student's
+# FLOP count from Exercise 3.2 and the notebook's byte count), so it never holds a solution itself.
+
+
+class ChunkCostExplorer:
+    """Sliders for chunk size C, sequence length T, head dim d (K = V = d) and a GPU; redraws the model
+    time(C) = flops_fn(T, C, d, d) / peak FLOP/s + bytes_fn(T, C, d, d) / bandwidth (course_utils.plots
+    .plot_chunk_cost) and reports the best power-of-two C.
+
+    hardware: {name: (peak matmul FLOP/s, memory bandwidth in bytes/s)}. Nothing is measured.
+    """
+
+    def __init__(self, flops_fn: Any, bytes_fn: Any, hardware: dict[str, tuple[float, float]],
+                 T: int = 4096, C: int = 64, d: int = 128, gpu: str | None = None,
+                 T_choices: tuple[int, ...] = tuple(2**i for i in range(8, 17))):
+        import ipywidgets as w
+
+        if not hardware:
+            raise ValueError("ChunkCostExplorer: hardware needs at least one {name: (flop/s, bytes/s)} entry.")
+        self.flops_fn, self.bytes_fn, self.hardware = flops_fn, bytes_fn, dict(hardware)
+        self.figure: Figure | None = None
+        self.numbers: dict[str, Any] = {}
+        style = {"description_width": "130px"}
+        layout = w.Layout(width="440px")
+        self.T = w.SelectionSlider(options=list(T_choices), value=T, description="sequence length T",
+                                   style=style, layout=layout, continuous_update=False)
+        self.C = w.SelectionSlider(options=self._chunk_options(T), value=C, description="chunk size C",
+                                   style=style, layout=layout, continuous_update=False)
+        self.d = w.Dropdown(options=[32, 64, 128, 256], value=d, description="head dim K = V",
+                            style=style, layout=layout)
+        self.gpu = w.Dropdown(options=list(self.hardware), value=gpu or next(iter(self.hardware)),
+                              description="GPU", style=style, layout=layout)
+        self.out = w.Output()
+        self.text = w.HTML()
+        self._quiet = True  # __init__ draws once at the end
+        for control in (self.T, self.C, self.d, self.gpu):
+            control.observe(self._on_change, names="value")
+        self._quiet = False
+        self.widget = w.VBox([w.HBox([w.VBox([self.C, self.T]), w.VBox([self.d, self.gpu])]), self.text, self.out])
+        self._redraw()
+
+    @staticmethod
+    def _chunk_options(T: int) -> list[int]:
+        return [2**i for i in range(int(math.log2(T)) + 1)]
+
+    def _on_change(self, change) -> None:
+        if change["owner"] is self.T:  # C must divide T: offer the powers of two up to T
+            c = min(self.C.value, change["new"])
+            self._quiet, prev = True, self._quiet
+            self.C.options = self._chunk_options(change["new"])
+            self.C.value = c
+            self._quiet = prev
+        if not self._quiet:
+            self._redraw()
+
+    def model(self, T: int, C: int, d: int, gpu: str) -> tuple[int, int, float, float]:
+        """(FLOPs, bytes, compute seconds, memory seconds) of one (batch, head) at chunk size C."""
+        peak, bandwidth = self.hardware[gpu]
+        f, b = int(self.flops_fn(T, C, d, d)), int(self.bytes_fn(T, C, d, d))
+        return f, b, f / peak, b / bandwidth
+
+    def _redraw(self) -> dict[str, Any]:
+        from IPython.display import display
+
+        from course_utils.plots import plot_chunk_cost
+
+        T, C, d, gpu = self.T.value, self.C.value, self.d.value, self.gpu.value
+        Cs = self._chunk_options(T)
+        rows = [self.model(T, c, d, gpu) for c in Cs]
+        totals = [tc + tm for _, _, tc, tm in rows]
+        best = Cs[totals.index(min(totals))]
+        f, b, tc, tm = self.model(T, C, d, gpu)
+        self.numbers = {"T": T, "C": C, "d": d, "gpu": gpu, "flops": f, "bytes": b, "t_compute": tc,
+                        "t_memory": tm, "time": tc + tm, "best_C": best, "best_time": min(totals),
+                        "intensity": f / b}
+        self.text.value = (
+            f"<b>{gpu}, T={T:,}, d={d}, C={C}</b> (one head): {f:.3g} FLOPs, {b / 2**20:.2f} MiB moved, "
+            f"{f / b:.0f} FLOP/byte → model {1e6 * (tc + tm):.2f} µs "
+            f"(compute {1e6 * tc:.2f} + memory {1e6 * tm:.2f}); best power of two: <b>C = {best}</b>."
+        )
+        if self.figure is not None:
+            plt.close(self.figure)
+        self.figure = plot_chunk_cost(Cs, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                                      [r[3] for r in rows], current=C, best=best,
+                                      title=f"chunkwise linear attention on {gpu}: T={T:,}, K=V={d}")
+        with self.out:
+            self.out.clear_output(wait=True)
+            display(self.figure)
+        plt.close(self.figure)
+        return dict(self.numbers)
+
+    def update(self, C: int | None = None, T: int | None = None, d: int | None = None,
+               gpu: str | None = None) -> dict[str, Any]:
+        """Set any of the controls, redraw once, and return the numbers drawn."""
+        self._quiet = True
+        try:
+            if T is not None:
+                self.T.value = T
+            if C is not None:
+                self.C.value = C
+            if d is not None:
+                self.d.value = d
+            if gpu is not None:
+                self.gpu.value = gpu
+        finally:
+            self._quiet = False
+        return self._redraw()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def chunk_cost_explorer(flops_fn: Any, bytes_fn: Any, hardware: dict[str, tuple[float, float]],
+                        T: int = 4096, C: int = 64, d: int = 128, gpu: str | None = None) -> ChunkCostExplorer:
+    """Build Lab 03's chunk-size explorer (show it by ending a cell with it; `.update(C=..., T=...)` sets
+    it from code and returns the numbers)."""
+    return ChunkCostExplorer(flops_fn, bytes_fn, hardware, T=T, C=C, d=d, gpu=gpu)

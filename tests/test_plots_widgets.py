@@ -14,8 +14,10 @@ from course_utils import bench, plots, widgets  # noqa: E402
 def _rows():
     rows = []
     for n in (64, 128, 256, 512, 1024):
-        rows.append({"name": "softmax", "N": n, "ms": 1e-4 * n * n, "peak_bytes": 4.0 * n * n, "flops": 4.0 * n * n * 64})
-        rows.append({"name": "linear", "N": n, "ms": 0.02 * n, "peak_bytes": 4.0 * 64 * n, "flops": 4.0 * n * 64 * 64})
+        rows.append({"name": "softmax", "N": n, "ms": 1e-4 * n * n, "peak_bytes": 4.0 * n * n,
+                     "flops": 4.0 * n * n * 64})
+        rows.append({"name": "linear", "N": n, "ms": 0.02 * n, "peak_bytes": 4.0 * 64 * n,
+                     "flops": 4.0 * n * 64 * 64})
     return rows
 
 

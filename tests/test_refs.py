@@ -278,7 +278,9 @@ def test_gated_delta_rule_with_zero_gate_is_delta_rule():
     d = make(T=33)
     zero = torch.zeros_like(d["g"])
     for mode in ("recurrent", "chunk"):
-        got = refs.gated_delta_rule(d["q"], d["kn"], d["v"], zero, d["beta"], initial_state=d["S0"], mode=mode)
+        got = refs.gated_delta_rule(
+            d["q"], d["kn"], d["v"], zero, d["beta"], initial_state=d["S0"], mode=mode
+        )
         want = refs.delta_rule(d["q"], d["kn"], d["v"], d["beta"], initial_state=d["S0"], mode=mode)
         assert_close(got, want)
 
@@ -403,7 +405,9 @@ def test_multihead_state_update_steps_equal_ssd():
     s = ssd_inputs(L=12)
     Bz, L, H, P = s["x"].shape
     N = s["B"].shape[-1]
-    y, final = refs.ssd(s["x"], s["dt"], s["A"], s["B"], s["C"], chunk_size=4, D=s["D"], initial_states=s["h0"])
+    y, final = refs.ssd(
+        s["x"], s["dt"], s["A"], s["B"], s["C"], chunk_size=4, D=s["D"], initial_states=s["h0"]
+    )
     state, ys = s["h0"].clone(), []
     A = s["A"][:, None, None].expand(H, P, N)
     for t in range(L):
@@ -495,7 +499,8 @@ BAD_CALLS = [
      r"q is torch.float32 but v is torch.float64"),
     ("devices", lambda d: refs.linear_attention(d["q"], d["k"], d["v"].to("meta")), ValueError,
      r"one device; q is on cpu but v is on meta"),
-    ("NaN", lambda d: refs.linear_attention(d["q"], d["k"], d["v"].index_fill(1, torch.tensor([2]), float("nan"))),
+    ("NaN", lambda d: refs.linear_attention(
+        d["q"], d["k"], d["v"].index_fill(1, torch.tensor([2]), float("nan"))),
      ValueError, r"v contains NaN or Inf \(first at index \(0, 2, 0, 0\)\)"),
     ("Inf state", lambda d: refs.delta_rule(d["q"], d["kn"], d["v"], d["beta"], initial_state=d["S0"] / 0),
      ValueError, r"initial_state contains NaN or Inf"),
@@ -541,7 +546,9 @@ def test_ssm_bad_inputs():
         refs.ssd(s["x"], -s["dt"], s["A"], s["B"], s["C"])
     with pytest.raises(ValueError, match=r"ssd: A must be <= 0"):
         refs.ssd(s["x"], s["dt"], -s["A"], s["B"], s["C"])
-    with pytest.raises(ValueError, match=r"A must have shape \[H\] .* = \(4\); got \(4, 1\)"):
+    with pytest.raises(ValueError, match=r"A must have shape \[H\] .* = \(4\); got \(2\)"):
+        refs.ssd(s["x"], s["dt"], s["A"][:2], s["B"], s["C"])
+    with pytest.raises(ValueError, match=r"ssd: A must be 1-D \[H\]; got 2-D"):
         refs.ssd(s["x"], s["dt"], s["A"][:, None], s["B"], s["C"])
     with pytest.raises(ValueError, match=r"G = 3 groups, which must divide H = 4"):
         refs.ssd(s["x"], s["dt"], s["A"], s["B"][:, :, :1].expand(-1, -1, 3, -1), s["C"])
@@ -553,13 +560,16 @@ def test_ssm_bad_inputs():
         refs.selective_scan(c["u"], c["delta"], c["A"].T, c["B"], c["C"])
     with pytest.raises(ValueError, match=r"selective_scan: B must have shape \[B, N, L\]"):
         refs.selective_scan(c["u"], c["delta"], c["A"], c["B"][..., :-1], c["C"])
-    with pytest.raises(ValueError, match=r"selective_state_update: x must have shape \[B, D\]"):
+    with pytest.raises(ValueError, match=r"selective_state_update: x must be 2-D \[B, D\]"):
         refs.selective_state_update(torch.zeros(2, 6, 4), c["u"], c["delta"][..., 0], c["A"],
                                     c["B"][..., 0], c["C"][..., 0])
 
 
 def test_import_is_lazy():
     # `import course_utils.refs` must stay fast: fla, mamba_ssm and scipy load on first use.
-    code = "import sys, course_utils.refs; print(sorted(m for m in ('fla', 'mamba_ssm', 'scipy') if m in sys.modules))"
+    code = (
+        "import sys, course_utils.refs; "
+        "print(sorted(m for m in ('fla', 'mamba_ssm', 'scipy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

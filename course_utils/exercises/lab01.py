@@ -288,7 +288,7 @@ def _favor_alternatives(inputs: dict[str, Any], case: Case, expected: Any) -> li
             {"phi": favor_variant(x, omega, norm=0.0)}),
         Alt("divided by M instead of sqrt(M): phi(x) . phi(y) must average M products",
             {"phi": favor_variant(x, omega, norm=1.0)}),
-        Alt("the squared norm is halved: -|x|^2/2, not -|x|^2", {"phi": favor_variant(x, omega, sq=1.0)}),
+        Alt("halve the squared norm: the term is -|x|^2/2, not -|x|^2", {"phi": favor_variant(x, omega, sq=1.0)}),
         Alt("missing the -|x|^2/2 term and the 1/sqrt(M)", {"phi": favor_variant(x, omega, sq=0.0, norm=0.0)}),
     ]
 

@@ -267,13 +267,15 @@ def _run_steps(student: Student, inputs: dict[str, Any], case: Case) -> tuple[to
     like = (torch.empty(B, H, V_DIM, device=q.device, dtype=q.dtype),
             torch.empty(B, H, K_DIM, V_DIM, device=q.device, dtype=torch.float32))
     node = TupleOut("(o_t, new_state)", (TensorOut("o_t", "BHV"), TensorOut("new_state", "BHKV", state=True)))
-    call = "linear_attention_step(q[:, t], k[:, t], v[:, t], state" + (", scale=...)" if kwargs else ")")
+    call = f"{student.name}(q[:, t], k[:, t], v[:, t], state" + (f", scale={kwargs['scale']})" if kwargs else ")")
+    # q[:, t] of a [B, T, H, K] tensor is a strided view when B > 1: explain .view() failures
+    student.noncontiguous = student.noncontiguous or not q[:, 0].is_contiguous()
     outs = []
     for t in range(T):
-        before = state.detach().clone()
-        res = student.call((q[:, t], k[:, t], v[:, t], state), kwargs, call.replace(
-            "linear_attention_step", student.name), where=f"at step t={t}")
-        check_not_mutated({"state": state}, {"state": before}, where=f"at step t={t}")
+        args = {"q_t": q[:, t], "k_t": k[:, t], "v_t": v[:, t], "state": state}
+        before = {n: x.detach().clone() for n, x in args.items()}
+        res = student.call(tuple(args.values()), kwargs, call, where=f"at step t={t}")
+        check_not_mutated(args, before, where=f"at step t={t}")
         student.check_form(res, node, like, where=f"at step t={t}")
         o_t, state = res
         outs.append(o_t)
@@ -300,6 +302,10 @@ def _step_output(case: Case) -> TupleOut:
 
 def _step_alternatives(inputs: dict[str, Any], case: Case, expected: Any) -> list[Alt]:
     alts = recurrent_alternatives(inputs, case, expected)
+    q, k, v = inputs["q"].float(), inputs["k"].float(), inputs["v"].float()
+    own = _scale(inputs) * torch.einsum("bthk,bthk->bth", q, k)[..., None] * v  # o_t from k_t v_t^T alone
+    alts.append(Alt("each step ignores the state it is given: new_state = state + k_t v_t^T, then read it",
+                    {"o": own}))
     rename = {"o": "o (o_t stacked over t)", "final_state": "state after the last step"}
     return [Alt(a.hint, {rename.get(n, n): x for n, x in a.values.items()}) for a in alts]
 
