@@ -268,7 +268,10 @@ class Student:
                 fail(f"calling {call_repr}{at} raised {type(exc).__name__}: {exc}",
                      f"the function must accept the arguments of the spec: {self.exercise.signature}")
             hint = self.exercise.exception_hint(self.case) if self.exercise.exception_hint and self.case else None
-            if self.noncontiguous:
+            if "in-place" in str(exc):
+                hint = ("an argument (or a tensor autograd needs) is modified in place (x *= ..., x.mul_(...), "
+                        "x[...] = ...): build new tensors instead")
+            elif self.noncontiguous:
                 hint = ("this case passes non-contiguous inputs (strided views such as x.transpose(1, 2) "
                         "or q[:, t]): use .reshape() or .contiguous() where you used .view()")
             fail(f"your function raised an exception{at} (call: {call_repr})\n"
@@ -844,8 +847,9 @@ def _failure_message(ex: Exercise, student: Student, i: int | None, n: int, case
 
 
 def _details(ex: Exercise, cases: list[Case], device: torch.device, backends: list[str], worst: float) -> str:
-    dts = sorted({_dtype_name(c.dtype) for c in cases})
-    grads = " + gradients" if any(c.grad for c in cases) else ""
     where = "GPU" if device.type == "cuda" else device.type.upper()
-    return (f"{len(cases)} cases{grads} on {where} ({', '.join(dts)}); max rel err {worst:.1e}; "
-            f"reference: {'; '.join(backends)}")
+    dts = sorted({_dtype_name(c.dtype) for c in cases if "dtype" in c.params})
+    grads = " + gradients" if any(c.grad for c in cases) else ""
+    on = f" on {where}" + (f" ({', '.join(dts)})" if dts else "")
+    err = "exact" if isinstance(ex.output, IntOut) else f"max rel err {worst:.1e}"
+    return f"{len(cases)} cases{grads}{on}; {err}; reference: {'; '.join(backends)}"

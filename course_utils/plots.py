@@ -58,7 +58,8 @@ def plot_scaling(
     """One log-log panel per metric of `rows` (from `bench.sweep`), one line per function name.
 
     pair: (a, b) function names whose crossover is marked on each panel (a dotted vertical line where
-        b becomes cheaper than a, or "no crossover in range"). Default: the first and last names.
+        b becomes cheaper than a; without a crossing, which one is lower at every measured x).
+        Default: the first and last names.
     models: {metric: {legend label: f(N array) -> values}} dashed closed-form curves (e.g. FLOP formulas
         or the analytic size of the T x T matrix), drawn on that metric's panel.
     labels: y-axis labels per metric (default METRIC_LABELS).
@@ -95,12 +96,24 @@ def plot_scaling(
             ax.annotate(f"crossover\n{x}≈{x_star:,.0f}", xy=(x_star, 0.97), xycoords=("data", "axes fraction"),
                         ha="left", va="top", fontsize=8, xytext=(3, 0), textcoords="offset points")
         else:
-            ax.text(0.03, 0.97, "no crossover in range", transform=ax.transAxes, va="top", fontsize=8)
+            ax.text(0.03, 0.97, _no_crossover_text(rows, pair, metric, x), transform=ax.transAxes, va="top",
+                    fontsize=8)
         ax.legend(fontsize=7, loc="lower right")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _no_crossover_text(rows: list[dict[str, Any]], pair: tuple[str, str], metric: str, x: str) -> str:
+    """"no crossover: <name> lower at every N" (or just "no crossover" when nothing can be compared)."""
+    values = {name: {r[x]: r[metric] for r in rows if r["name"] == name and not _isnan(r.get(metric))}
+              for name in pair}
+    common = sorted(set(values[pair[0]]) & set(values[pair[1]]))
+    if not common:
+        return "no crossover"
+    lower = pair[1] if values[pair[1]][common[-1]] < values[pair[0]][common[-1]] else pair[0]
+    return f"no crossover: {lower}\nlower at every {x} measured"
 
 
 def _isnan(v: Any) -> bool:
@@ -390,8 +403,8 @@ def plot_chunk_cost(
             ax.axvline(current, color="tab:red", lw=1.2)
     if best is not None:
         ax2.axvline(best, color="k", ls=":", lw=1.2)
-        ax2.annotate(f"best C = {best:g}", xy=(best, 0.96), xycoords=("data", "axes fraction"),
-                     xytext=(3, 0), textcoords="offset points", fontsize=8, va="top")
+        ax2.annotate(f"best C = {best:g}", xy=(best, 0.55), xycoords=("data", "axes fraction"),
+                     xytext=(3, 0), textcoords="offset points", fontsize=8, va="center")
     ax2.legend(fontsize=8, loc="upper center")
     if title:
         fig.suptitle(title, fontsize=11)
@@ -419,8 +432,7 @@ def plot_chunk_timing(
     ax.plot(C, meas, "o", color="tab:blue", label=measured_label)
     ax.plot(C, _np_0203(fit_ms), "--", color="0.3", label=fit_label)
     i = int(np.nanargmin(meas))
-    ax.annotate(f"fastest: C = {C[i]:.0f}", xy=(C[i], meas[i]), xytext=(0, -14), textcoords="offset points",
-                ha="center", va="top", fontsize=8)
+    ax.plot(C[i], meas[i], "*", ms=13, color="tab:red", label=f"fastest: C = {C[i]:.0f}")
     ax.set_ylabel("time per call (ms, median)")
     if model is not None:
         Cm, sm, label = model
@@ -428,8 +440,7 @@ def plot_chunk_timing(
         ys = 1e6 * _np_0203(sm)
         ax2.plot(_np_0203(Cm), ys, "o-", ms=3, color="k", label=label)
         j = int(np.nanargmin(ys))
-        ax2.annotate(f"best: C = {_np_0203(Cm)[j]:.0f}", xy=(_np_0203(Cm)[j], ys[j]), xytext=(0, -14),
-                     textcoords="offset points", ha="center", va="top", fontsize=8)
+        ax2.plot(_np_0203(Cm)[j], ys[j], "*", ms=13, color="tab:red", label=f"best: C = {_np_0203(Cm)[j]:.0f}")
         ax2.set_ylabel("modelled time (µs)")
     for a in axes[0]:
         a.set_xscale("log", base=2)

@@ -133,3 +133,23 @@ def test_format_bytes():
     assert bench.format_bytes(1536) == "1.5 KiB"
     assert bench.format_bytes(3 * 2**30) == "3.0 GiB"
     assert bench.format_bytes(float("nan")) == "n/a"
+
+
+def test_sweep_restores_cpu_threads():
+    before = torch.get_num_threads()
+    bench.sweep({"id": lambda x: x + 1}, [4], lambda N: (torch.ones(N),), warmup=0, reps=1, memory=False,
+                progress=False, cpu_threads=1)
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_peak_memory_and_timing():
+    n = 1 << 24
+    x = torch.ones(n, device="cuda")
+    peak = bench.peak_memory_bytes(lambda t: t * 2 + 1, x)  # two temporaries of 64 MiB at most alive together
+    assert 4 * n <= peak <= 2 * 4 * n
+    ms = bench.time_fn(lambda t: t.sum(), x, warmup=1, reps=3)
+    assert 0 < ms < 1000
+    rows = bench.sweep({"sum": lambda t: t.sum()}, [1 << 10, 1 << 12], lambda N: (torch.ones(N, device="cuda"),),
+                       progress=False, flops=True)
+    assert all(r["device"] == "cuda" and r["peak_bytes"] >= 0 for r in rows)

@@ -43,7 +43,7 @@ def test_plot_scaling_without_crossover_says_so_and_skips_empty_metrics():
         r["flops"] = float("nan")
     fig = plots.plot_scaling(rows, metrics=("ms", "flops"))
     assert len(fig.axes) == 1
-    assert any("no crossover" in t.get_text() for t in fig.axes[0].texts)
+    assert any(t.get_text().startswith("no crossover: linear") for t in fig.axes[0].texts)
     plt.close(fig)
 
 

@@ -85,7 +85,7 @@ def delta_rule(
         op = ops.fused_recurrent_delta_rule if mode == "recurrent" else ops.chunk_delta_rule
         o, S = op(q, k, v, beta=beta.to(q.dtype), scale=scale, initial_state=S0, output_final_state=True)
         record(f"fla.ops.delta_rule.{op.__name__}", q.device, note)
-        return o, S.float()
+        return o.to(q.dtype), S.float()
 
     naive = import_fla("fla.ops.delta_rule.naive")
     # Both naive forms are head-first [B, H, T, D] and hard-code scale = K ** -0.5. q enters only the
@@ -161,7 +161,7 @@ def gated_delta_rule(
             output_final_state=True,
         )
         record(f"fla.ops.gated_delta_rule.{op.__name__}", q.device)
-        return o, S.float()
+        return o.to(q.dtype), S.float()
 
     naive = import_fla("fla.ops.gated_delta_rule.naive")
     # The two naive forms take (beta, g) and (g, beta) in that order: keywords only. Both return o in

@@ -69,7 +69,7 @@ def gla(
         else:
             o, S = ops.chunk_gla(q, k, v, g=g, scale=scale, initial_state=S0, output_final_state=True)
             record("fla.ops.gla.chunk_gla", q.device)
-        return o, S.float()
+        return o.to(q.dtype), S.float()
 
     naive = import_fla("fla.ops.gla.naive")
     # naive_recurrent_gla has no scale argument: it always uses K ** -0.5. Only q is scaled, so

@@ -97,6 +97,8 @@ def _cuda(q, k, v, scale, S0, z0, normalize, mode):
         init = (S0, z0.unsqueeze(1))  # fla's z_state is [B, 1, H, K]
     o, final = op(q, k, v, scale=scale, initial_state=init, output_final_state=True, normalize=normalize)
     record(f"fla.ops.linear_attn.{op.__name__}", q.device)
+    # fla divides by a float32 normaliser when z0 is given, which promotes o: keep q's dtype.
+    o = o.to(q.dtype)
     if normalize:
         S, z = final
         return o, (S.float(), z.squeeze(1).float())

@@ -67,7 +67,7 @@ def retention(
         op = ops.fused_recurrent_retention if mode == "recurrent" else ops.chunk_retention
         o, S = op(q, k, v, scale=scale, initial_state=S0, output_final_state=True)
         record(f"fla.ops.retention.{op.__name__}", q.device)
-        return o, S.float()
+        return o.to(q.dtype), S.float()
     if mode != "auto":
         g = retention_gammas(H, q.device).log().expand(B, T, H)
         return _simple_gla_run(q, k, v, g, scale, S0, mode)

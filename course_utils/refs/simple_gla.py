@@ -66,7 +66,7 @@ def _run(q, k, v, g, scale, S0, mode):
         op = ops.fused_recurrent_simple_gla if mode == "recurrent" else ops.chunk_simple_gla
         o, S = op(q, k, v, g=g, scale=scale, initial_state=S0, output_final_state=True)
         record(f"fla.ops.simple_gla.{op.__name__}", q.device)
-        return o, S.float()
+        return o.to(q.dtype), S.float()
     naive = import_fla("fla.ops.simple_gla.naive")
     if mode == "chunk":
         # pads T to a multiple of chunk_size itself, but returns o in float32: cast back.
