@@ -233,7 +233,9 @@ def _user_frames(exc: BaseException) -> list[traceback.FrameSummary]:
 def _format_exception(exc: BaseException) -> str:
     """'RuntimeError: ...' plus the last frame of the student's code, as a traceback shows it."""
     lines = [f"{type(exc).__name__}: {exc}".rstrip()]
-    frames = _user_frames(exc)
+    # fall back to the deepest frame outside this module (student code kept under a "lib/python" path)
+    frames = _user_frames(exc) or [f for f in traceback.extract_tb(exc.__traceback__)[1:]
+                                   if os.path.abspath(f.filename) != os.path.abspath(__file__)]
     if frames:
         f = frames[-1]
         lines.append(f'  File "{f.filename}", line {f.lineno}, in {f.name}')
@@ -263,8 +265,8 @@ class Student:
             raise
         except Exception as exc:  # the student's bug: show it with their line
             at = f" {where}" if where else ""
-            if not _user_frames(exc) and isinstance(exc, TypeError):
-                # raised by the call itself: the signature does not match
+            if isinstance(exc, TypeError) and len(traceback.extract_tb(exc.__traceback__)) == 1:
+                # raised by the call itself (no frame of the function ran): the signature does not match
                 fail(f"calling {call_repr}{at} raised {type(exc).__name__}: {exc}",
                      f"the function must accept the arguments of the spec: {self.exercise.signature}")
             hint = self.exercise.exception_hint(self.case) if self.exercise.exception_hint and self.case else None

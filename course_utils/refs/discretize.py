@@ -40,8 +40,7 @@ def _discretize(fn: str, method: str, A, B, dt):
     n = a.shape[0]
     if b.ndim != 2 or b.shape[0] != n:
         raise ValueError(
-            f"{fn}: B must be [N, M] with N = {n} rows (a column [N, 1] for one input); got shape "
-            f"{tuple(b.shape)}."
+            f"{fn}: B must be [N, M] with N = {n} rows (a column [N, 1] for one input); got shape {tuple(b.shape)}."
         )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError(f"{fn}: A and B must be finite (no NaN or Inf).")

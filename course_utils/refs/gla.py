@@ -62,9 +62,7 @@ def gla(
     if on_cuda(q):
         ops = import_fla("fla.ops.gla")
         if mode == "recurrent":
-            o, S = ops.fused_recurrent_gla(
-                q, k, v, gk=g, scale=scale, initial_state=S0, output_final_state=True
-            )
+            o, S = ops.fused_recurrent_gla(q, k, v, gk=g, scale=scale, initial_state=S0, output_final_state=True)
             record("fla.ops.gla.fused_recurrent_gla", q.device)
         else:
             o, S = ops.chunk_gla(q, k, v, g=g, scale=scale, initial_state=S0, output_final_state=True)

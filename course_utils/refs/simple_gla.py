@@ -75,8 +75,6 @@ def _run(q, k, v, g, scale, S0, mode):
         )
         record("fla.ops.simple_gla.naive_chunk_simple_gla", q.device)
     else:
-        o, S = naive.naive_recurrent_simple_gla(
-            q, k, v, g, scale=scale, initial_state=S0, output_final_state=True
-        )
+        o, S = naive.naive_recurrent_simple_gla(q, k, v, g, scale=scale, initial_state=S0, output_final_state=True)
         record("fla.ops.simple_gla.naive_recurrent_simple_gla", q.device)
     return o.to(q.dtype), S.float()

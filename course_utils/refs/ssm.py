@@ -159,8 +159,14 @@ def selective_state_update(
     if on_cuda(x):
         from mamba_ssm.ops.triton.selective_state_update import selective_state_update as op
 
-        # A contiguous A keeps the kernel off its "tied head dim" shortcut, which reads dt_bias.stride
-        # even when dt_bias is None.
+        # mamba-ssm 2.3.2's launcher unpacks `*(D.stride(0), ...) if D is not None else 0`, which raises
+        # TypeError when D or dt_bias is None: pass exact zeros instead (adding 0 changes nothing). A
+        # contiguous A keeps it off its "tied head dim" shortcut, meant for expanded A, dt and dt_bias.
+        lead = x.shape[1:]  # [D] or [H, P]
+        if kwargs["D"] is None:
+            kwargs["D"] = x.new_zeros(lead, dtype=torch.float32)
+        if kwargs["dt_bias"] is None:
+            kwargs["dt_bias"] = dt.new_zeros(lead, dtype=torch.float32)
         out = op(new_state, x, dt, A.contiguous(), B, C, **kwargs)
         record("mamba_ssm.ops.triton.selective_state_update", x.device)
     else:
@@ -211,9 +217,7 @@ def ssd(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"{fn}: chunk_size must be a positive int; got {chunk_size!r}.")
     if float(dt.detach().min()) < 0:
-        raise ValueError(
-            f"{fn}: dt is a step size and must be >= 0 (apply softplus); got min {float(dt.min()):.3g}."
-        )
+        raise ValueError(f"{fn}: dt is a step size and must be >= 0 (apply softplus); got min {float(dt.min()):.3g}.")
     if float(A.detach().max()) > 0:
         raise ValueError(
             f"{fn}: A must be <= 0 so that the decay exp(dt * A) is <= 1 (Mamba-2 uses A = -exp(A_log)); "
