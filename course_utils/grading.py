@@ -849,9 +849,8 @@ def _failure_message(ex: Exercise, student: Student, i: int | None, n: int, case
 
 
 def _details(ex: Exercise, cases: list[Case], device: torch.device, backends: list[str], worst: float) -> str:
-    where = "GPU" if device.type == "cuda" else device.type.upper()
-    dts = sorted({_dtype_name(c.dtype) for c in cases if "dtype" in c.params})
+    dts = sorted({_dtype_name(c.dtype) for c in cases})
     grads = " + gradients" if any(c.grad for c in cases) else ""
-    on = f" on {where}" + (f" ({', '.join(dts)})" if dts else "")
-    err = "exact" if isinstance(ex.output, IntOut) else f"max rel err {worst:.1e}"
-    return f"{len(cases)} cases{grads}{on}; {err}; reference: {'; '.join(backends)}"
+    where = "GPU" if device.type == "cuda" else device.type.upper()
+    return (f"{len(cases)} cases{grads} on {where} ({', '.join(dts)}); max rel err {worst:.1e}; "
+            f"reference: {'; '.join(backends)}")

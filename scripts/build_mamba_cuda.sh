@@ -31,6 +31,6 @@ open(path, "w").write(text)
 PYEOF
 start=$(date +%s)
 (cd "$dir" && MAX_JOBS=${MAX_JOBS:-$(nproc)} MAMBA_FORCE_BUILD=TRUE "$PY" -m pip install -q --no-deps \
-  --no-build-isolation ${PIP_TARGET:+--target "$PIP_TARGET"} .)
+  --no-build-isolation ${PIP_TARGET:+--upgrade --target "$PIP_TARGET"} .)
 echo "mamba-ssm CUDA extension built for sm_$cc in $(( $(date +%s) - start )) s"
 "$PY" -c "import selective_scan_cuda; print('selective_scan_cuda OK')"

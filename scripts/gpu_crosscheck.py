@@ -42,7 +42,7 @@ def record(name: str, dtype, fn_gpu, fn_ref) -> None:
     err = rel(got, want)
     ok = err < TOL[dtype]
     rows.append((name, str(dtype).replace("torch.", ""), err, seconds, backend, ok))
-    print(f"{'✅' if ok else '❌'} {name:<55} {str(dtype):<15} rel err {err:.2e}  first call {seconds:6.1f}s  {backend}",
+    print(f"{'✅' if ok else '❌'} {name:<55} {str(dtype):<15} err {err:.2e}  first call {seconds:6.1f}s  {backend}",
           flush=True)
 
 
@@ -54,6 +54,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="reports/gpu_crosscheck.md")
     parser.add_argument("--cpu", action="store_true", help="dry run on the CPU (checks the script, not the GPU)")
+    parser.add_argument("--only", choices=["fla", "mamba"], help="run one library's checks (fla autotuning is slow)")
     args = parser.parse_args()
     assert args.cpu or torch.cuda.is_available(), "this script needs a CUDA GPU (or --cpu for a dry run)"
     dev = torch.device("cpu" if args.cpu else "cuda")
@@ -71,80 +72,82 @@ def main() -> int:
     beta = torch.rand(B, T, H, device=dev)
     kn = F.normalize(k, dim=-1)  # the delta rule wants unit-norm keys
 
-    # --- each GPU path vs the CPU reference, same inputs
-    for mode in ("chunk", "recurrent"):
-        record(f"linear_attention mode={mode}", torch.float32,
-               lambda: refs.linear_attention(q, k, v, initial_state=S0, mode=mode),
-               lambda: refs.linear_attention(*cpu(q, k, v), initial_state=cpu(S0)[0]))
-        record(f"linear_attention normalize mode={mode}", torch.float32,
-               lambda: refs.linear_attention(q.sigmoid(), k.sigmoid(), v, normalize=True, mode=mode)[0],
-               lambda: refs.linear_attention(*cpu(q.sigmoid(), k.sigmoid(), v), normalize=True)[0])
-        record(f"gla mode={mode}", torch.float32,
-               lambda: refs.gla(q, k, v, gk, initial_state=S0, mode=mode),
-               lambda: refs.gla(*cpu(q, k, v, gk), initial_state=cpu(S0)[0]))
-        record(f"simple_gla mode={mode}", torch.float32,
-               lambda: refs.simple_gla(q, k, v, g, initial_state=S0, mode=mode),
-               lambda: refs.simple_gla(*cpu(q, k, v, g), initial_state=cpu(S0)[0]))
-        record(f"retention mode={mode}", torch.float32,
-               lambda: refs.retention(q, k, v, initial_state=S0, mode=mode),
-               lambda: refs.retention(*cpu(q, k, v), initial_state=cpu(S0)[0]))
-        record(f"delta_rule mode={mode}", torch.float32,
-               lambda: refs.delta_rule(q, kn, v, beta, initial_state=S0, mode=mode),
-               lambda: refs.delta_rule(*cpu(q, kn, v, beta), initial_state=cpu(S0)[0]))
-        record(f"gated_delta_rule mode={mode}", torch.float32,
-               lambda: refs.gated_delta_rule(q, kn, v, g, beta, initial_state=S0, mode=mode),
-               lambda: refs.gated_delta_rule(*cpu(q, kn, v, g, beta), initial_state=cpu(S0)[0]))
-    qb, kb, vb = (x.bfloat16() for x in (q, kn, v))
-    record("delta_rule mode=chunk (bf16: chunk kernel)", torch.bfloat16,
-           lambda: refs.delta_rule(qb, kb, vb, beta.bfloat16(), mode="chunk"),
-           lambda: refs.delta_rule(*cpu(qb, kb, vb, beta.bfloat16())))
-    record("gla mode=chunk (bf16)", torch.bfloat16,
-           lambda: refs.gla(qb, k.bfloat16(), vb, gk.bfloat16(), mode="chunk"),
-           lambda: refs.gla(*cpu(qb, k.bfloat16(), vb, gk.bfloat16())))
-    record("softmax_attention causal (SDPA)", torch.float32,
-           lambda: refs.softmax_attention(q, k, v, causal=True),
-           lambda: refs.softmax_attention(*cpu(q, k, v), causal=True))
+    if args.only != "mamba":
+        # --- each GPU path vs the CPU reference, same inputs
+        for mode in ("chunk", "recurrent"):
+            record(f"linear_attention mode={mode}", torch.float32,
+                   lambda: refs.linear_attention(q, k, v, initial_state=S0, mode=mode),
+                   lambda: refs.linear_attention(*cpu(q, k, v), initial_state=cpu(S0)[0]))
+            record(f"linear_attention normalize mode={mode}", torch.float32,
+                   lambda: refs.linear_attention(q.sigmoid(), k.sigmoid(), v, normalize=True, mode=mode)[0],
+                   lambda: refs.linear_attention(*cpu(q.sigmoid(), k.sigmoid(), v), normalize=True)[0])
+            record(f"gla mode={mode}", torch.float32,
+                   lambda: refs.gla(q, k, v, gk, initial_state=S0, mode=mode),
+                   lambda: refs.gla(*cpu(q, k, v, gk), initial_state=cpu(S0)[0]))
+            record(f"simple_gla mode={mode}", torch.float32,
+                   lambda: refs.simple_gla(q, k, v, g, initial_state=S0, mode=mode),
+                   lambda: refs.simple_gla(*cpu(q, k, v, g), initial_state=cpu(S0)[0]))
+            record(f"retention mode={mode}", torch.float32,
+                   lambda: refs.retention(q, k, v, initial_state=S0, mode=mode),
+                   lambda: refs.retention(*cpu(q, k, v), initial_state=cpu(S0)[0]))
+            record(f"delta_rule mode={mode}", torch.float32,
+                   lambda: refs.delta_rule(q, kn, v, beta, initial_state=S0, mode=mode),
+                   lambda: refs.delta_rule(*cpu(q, kn, v, beta), initial_state=cpu(S0)[0]))
+            record(f"gated_delta_rule mode={mode}", torch.float32,
+                   lambda: refs.gated_delta_rule(q, kn, v, g, beta, initial_state=S0, mode=mode),
+                   lambda: refs.gated_delta_rule(*cpu(q, kn, v, g, beta), initial_state=cpu(S0)[0]))
+        qb, kb, vb = (x.bfloat16() for x in (q, kn, v))
+        record("delta_rule mode=chunk (bf16: chunk kernel)", torch.bfloat16,
+               lambda: refs.delta_rule(qb, kb, vb, beta.bfloat16(), mode="chunk"),
+               lambda: refs.delta_rule(*cpu(qb, kb, vb, beta.bfloat16())))
+        record("gla mode=chunk (bf16)", torch.bfloat16,
+               lambda: refs.gla(qb, k.bfloat16(), vb, gk.bfloat16(), mode="chunk"),
+               lambda: refs.gla(*cpu(qb, k.bfloat16(), vb, gk.bfloat16())))
+        record("softmax_attention causal (SDPA)", torch.float32,
+               lambda: refs.softmax_attention(q, k, v, causal=True),
+               lambda: refs.softmax_attention(*cpu(q, k, v), causal=True))
 
-    # --- identities between families, all on the GPU kernels
-    gam = refs.retention_gammas(H, device=dev).log().view(1, 1, H).expand(B, T, H).contiguous()
-    record("retention == simple_gla(g = log gamma_h) [GPU]", torch.float32,
-           lambda: refs.retention(q, k, v, mode="chunk"), lambda: refs.simple_gla(q, k, v, gam, mode="chunk"))
-    record("gated_delta_rule(g=0) == delta_rule [GPU]", torch.float32,
-           lambda: refs.gated_delta_rule(q, kn, v, torch.zeros_like(g), beta, mode="recurrent"),
-           lambda: refs.delta_rule(q, kn, v, beta, mode="recurrent"))
-    record("gla(g constant over K) == simple_gla [GPU]", torch.float32,
-           lambda: refs.gla(q, k, v, g.unsqueeze(-1).expand(B, T, H, K).contiguous(), mode="chunk"),
-           lambda: refs.simple_gla(q, k, v, g, mode="chunk"))
+        # --- identities between families, all on the GPU kernels
+        gam = refs.retention_gammas(H, device=dev).log().view(1, 1, H).expand(B, T, H).contiguous()
+        record("retention == simple_gla(g = log gamma_h) [GPU]", torch.float32,
+               lambda: refs.retention(q, k, v, mode="chunk"), lambda: refs.simple_gla(q, k, v, gam, mode="chunk"))
+        record("gated_delta_rule(g=0) == delta_rule [GPU]", torch.float32,
+               lambda: refs.gated_delta_rule(q, kn, v, torch.zeros_like(g), beta, mode="recurrent"),
+               lambda: refs.delta_rule(q, kn, v, beta, mode="recurrent"))
+        record("gla(g constant over K) == simple_gla [GPU]", torch.float32,
+               lambda: refs.gla(q, k, v, g.unsqueeze(-1).expand(B, T, H, K).contiguous(), mode="chunk"),
+               lambda: refs.simple_gla(q, k, v, g, mode="chunk"))
 
-    # --- mamba-ssm
-    b, d, L, n = 2, 64, 100, 16
-    u = torch.randn(b, d, L, device=dev)
-    delta = F.softplus(torch.randn(b, d, L, device=dev) - 1)
-    A = -torch.rand(d, n, device=dev) - 0.1
-    Bm, Cm = torch.randn(b, n, L, device=dev), torch.randn(b, n, L, device=dev)
-    Dm = torch.randn(d, device=dev)
-    record("selective_scan" + (" (CUDA extension)" if has_mamba_cuda() else " (no CUDA extension: ref)"),
-           torch.float32, lambda: refs.selective_scan(u, delta, A, Bm, Cm, D=Dm),
-           lambda: refs.selective_scan(*cpu(u, delta, A, Bm, Cm), D=cpu(Dm)[0]))
-    st = torch.randn(b, d, n, device=dev)
-    record("selective_state_update (Triton)", torch.float32,
-           lambda: refs.selective_state_update(st, u[..., 0], delta[..., 0], A, Bm[..., 0], Cm[..., 0], D=Dm),
-           lambda: refs.selective_state_update(*cpu(st, u[..., 0], delta[..., 0], A, Bm[..., 0], Cm[..., 0]),
-                                               D=cpu(Dm)[0]))
-    hb, Lh, hh, p, g_, nn = 2, 100, 4, 32, 1, 16
-    x = torch.randn(hb, Lh, hh, p, device=dev)
-    dt = F.softplus(torch.randn(hb, Lh, hh, device=dev) - 1)
-    Ah = -torch.rand(hh, device=dev) - 0.1
-    Bs, Cs = torch.randn(hb, Lh, g_, nn, device=dev), torch.randn(hb, Lh, g_, nn, device=dev)
-    h0 = torch.randn(hb, hh, p, nn, device=dev)
-    record("ssd (mamba_chunk_scan_combined) vs ssd_minimal_discrete", torch.float32,
-           lambda: refs.ssd(x, dt, Ah, Bs, Cs, chunk_size=64, initial_states=h0),
-           lambda: refs.ssd(*cpu(x, dt, Ah, Bs, Cs), chunk_size=64, initial_states=cpu(h0)[0]))
-    # SSD is scalar-gated linear attention: C <-> q, B <-> k, dt*x <-> v, dt*A <-> g, scale 1 (Mamba-2 §3).
-    record("ssd (mamba-ssm) == simple_gla(g = A*dt) (fla) [GPU]", torch.float32,
-           lambda: refs.ssd(x, dt, Ah, Bs, Cs, chunk_size=64)[0],
-           lambda: refs.simple_gla(Cs.expand(hb, Lh, hh, nn).contiguous(), Bs.expand(hb, Lh, hh, nn).contiguous(),
-                                   x * dt.unsqueeze(-1), dt * Ah, scale=1.0, mode="chunk")[0])
+    if args.only != "fla":
+        # --- mamba-ssm
+        b, d, L, n = 2, 64, 100, 16
+        u = torch.randn(b, d, L, device=dev)
+        delta = F.softplus(torch.randn(b, d, L, device=dev) - 1)
+        A = -torch.rand(d, n, device=dev) - 0.1
+        Bm, Cm = torch.randn(b, n, L, device=dev), torch.randn(b, n, L, device=dev)
+        Dm = torch.randn(d, device=dev)
+        record("selective_scan" + (" (CUDA extension)" if has_mamba_cuda() else " (no CUDA extension: ref)"),
+               torch.float32, lambda: refs.selective_scan(u, delta, A, Bm, Cm, D=Dm),
+               lambda: refs.selective_scan(*cpu(u, delta, A, Bm, Cm), D=cpu(Dm)[0]))
+        st = torch.randn(b, d, n, device=dev)
+        record("selective_state_update (Triton)", torch.float32,
+               lambda: refs.selective_state_update(st, u[..., 0], delta[..., 0], A, Bm[..., 0], Cm[..., 0], D=Dm),
+               lambda: refs.selective_state_update(*cpu(st, u[..., 0], delta[..., 0], A, Bm[..., 0], Cm[..., 0]),
+                                                   D=cpu(Dm)[0]))
+        hb, Lh, hh, p, g_, nn = 2, 100, 4, 32, 1, 16
+        x = torch.randn(hb, Lh, hh, p, device=dev)
+        dt = F.softplus(torch.randn(hb, Lh, hh, device=dev) - 1)
+        Ah = -torch.rand(hh, device=dev) - 0.1
+        Bs, Cs = torch.randn(hb, Lh, g_, nn, device=dev), torch.randn(hb, Lh, g_, nn, device=dev)
+        h0 = torch.randn(hb, hh, p, nn, device=dev)
+        record("ssd (mamba_chunk_scan_combined) vs ssd_minimal_discrete", torch.float32,
+               lambda: refs.ssd(x, dt, Ah, Bs, Cs, chunk_size=64, initial_states=h0),
+               lambda: refs.ssd(*cpu(x, dt, Ah, Bs, Cs), chunk_size=64, initial_states=cpu(h0)[0]))
+        # SSD is scalar-gated linear attention: C <-> q, B <-> k, dt*x <-> v, dt*A <-> g, scale 1 (Mamba-2 §3).
+        record("ssd (mamba-ssm) == simple_gla(g = A*dt) (fla) [GPU]", torch.float32,
+               lambda: refs.ssd(x, dt, Ah, Bs, Cs, chunk_size=64)[0],
+               lambda: refs.simple_gla(Cs.expand(hb, Lh, hh, nn).contiguous(), Bs.expand(hb, Lh, hh, nn).contiguous(),
+                                       x * dt.unsqueeze(-1), dt * Ah, scale=1.0, mode="recurrent")[0])
 
     failed = [r for r in rows if not r[5]]
     lines = [
