@@ -33,4 +33,4 @@ start=$(date +%s)
 (cd "$dir" && MAX_JOBS=${MAX_JOBS:-$(nproc)} MAMBA_FORCE_BUILD=TRUE "$PY" -m pip install -q --no-deps \
   --no-build-isolation ${PIP_TARGET:+--upgrade --target "$PIP_TARGET"} .)
 echo "mamba-ssm CUDA extension built for sm_$cc in $(( $(date +%s) - start )) s"
-"$PY" -c "import selective_scan_cuda; print('selective_scan_cuda OK')"
+"$PY" -c "import torch, selective_scan_cuda; print('selective_scan_cuda OK')"  # torch first: it loads libc10

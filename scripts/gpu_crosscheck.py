@@ -158,7 +158,7 @@ def main() -> int:
         + f"torch {torch.__version__}, CUDA {torch.version.cuda}, Python {platform.python_version()}.",
         f"mamba-ssm CUDA selective scan built: {has_mamba_cuda()}.",
         "",
-        "Command: `python scripts/gpu_crosscheck.py --out reports/gpu_crosscheck.md` (see reports/README.md for the",
+        f"Command: `python scripts/gpu_crosscheck.py {' '.join(sys.argv[1:])}` (see reports/README.md for the",
         "set-up on the GPU machine). Shapes: B=2, T=100, H=3, K=V=64 (T not a multiple of any chunk size);",
         "SSM b=2, d=64, L=100, N=16; SSD b=2, L=100, H=4, P=32, N=16. Error: relative RMS (‖a−b‖/‖b‖).",
         "'first call' includes Triton autotuning and compilation.",
