@@ -50,7 +50,8 @@ def _chunk_reference(inputs: dict[str, Any], case: Case) -> tuple[torch.Tensor, 
     from course_utils.refs import linear_attn
 
     return linear_attn.linear_attention(inputs["q"], inputs["k"], inputs["v"], scale=inputs.get("scale"),
-                                        initial_state=inputs.get("initial_state"), normalize=False)
+                                        initial_state=inputs.get("initial_state"), normalize=False,
+                                        mode="chunk")  # 3.1 is the chunked form: compare with fla's chunk kernel
 
 
 def chunk_variant(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, C: int,
