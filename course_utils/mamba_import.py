@@ -14,9 +14,12 @@ extension then works; calling `selective_scan_fn` would fail, so course_utils.re
 `has_mamba_cuda()` is true. Any other import error (a missing dependency, a broken install) is reported
 as it is, with the install command.
 
-Upstream: this can go once mamba-ssm imports `selective_scan_cuda` lazily / optionally (as it already
-does for `causal_conv1d` a few lines above the failing import). Re-check on each mamba-ssm upgrade:
-if `import mamba_ssm` works with MAMBA_SKIP_CUDA_BUILD=TRUE, delete this module's placeholder.
+Upstream: the missing module is reported in state-spaces/mamba issue #237 ("No module named
+'selective_scan_cuda'", closed with "follow the installation instructions"); as of 2.3.2.post1 no upstream
+change makes the extension optional. The fix we would want upstream is to import it the way
+`selective_scan_interface.py` already imports `causal_conv1d`, inside try/except. This placeholder can go
+once that lands: tests/test_mamba_import.py::test_plain_import_fails_without_the_extension starts failing
+on the mamba-ssm upgrade that no longer needs it, which is the signal to delete this module.
 """
 
 from __future__ import annotations
