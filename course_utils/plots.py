@@ -25,20 +25,22 @@ METRIC_LABELS = {
 _PALETTE = ["tab:red", "tab:orange", "tab:blue", "tab:green", "tab:purple", "tab:brown"]
 
 
-def _bytes_axis(ax) -> None:
-    """Log-scale byte axis with ticks at powers of two (at most ~7) labelled in binary units: 4 KiB, 1 MiB..."""
-    ax.set_yscale("log", base=2)
-    ax.yaxis.set_major_locator(LogLocator(base=2, numticks=7))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+def _tick_bytes(v: float, _pos: Any = None) -> str:
+    """Tick label for a power-of-two byte count: 512 B, 4 KiB, 3 MiB (exact, so no '976.562 KiB')."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024:
+            return f"{v:g} {unit}"
+        v /= 1024
+    return f"{v:g} PiB"
 
-    def fmt(v, _pos):
-        for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-            if v < 1024:
-                return f"{v:g} {unit}"
-            v /= 1024
-        return f"{v:g} PiB"
 
-    ax.yaxis.set_major_formatter(FuncFormatter(fmt))
+def binary_bytes_axis(ax: Any, axis: str = "y") -> None:
+    """Log base-2 bytes axis, ticks at powers of two (at most ~7) labelled B/KiB/MiB/GiB."""
+    getattr(ax, f"set_{axis}scale")("log", base=2)
+    target = getattr(ax, f"{axis}axis")
+    target.set_major_locator(LogLocator(base=2, numticks=7))
+    target.set_minor_formatter(NullFormatter())
+    target.set_major_formatter(FuncFormatter(_tick_bytes))
 
 
 def _colors(names: Sequence[str]) -> dict[str, str]:
@@ -84,7 +86,7 @@ def plot_scaling(
             ax.plot(grid, f(grid), "--", color="0.35" if i == 0 else "0.6", lw=1.2, label=label)
         ax.set_xscale("log", base=2)
         if metric == "peak_bytes":
-            _bytes_axis(ax)
+            binary_bytes_axis(ax)
         else:
             ax.set_yscale("log")
         ax.set_xlabel(x)
@@ -235,7 +237,7 @@ def plot_complexity(
         ax.axvline(N, color="k", lw=1)
         ax.set_xscale("log", base=2)
         if ax is ax2:
-            _bytes_axis(ax)
+            binary_bytes_axis(ax)
         else:
             ax.set_yscale("log")
         ax.set_xlabel("sequence length N")
@@ -268,14 +270,6 @@ def _np_0203(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         return x.detach().float().cpu().numpy()
     return np.asarray(x, dtype=float)
-
-
-def _fmt_bytes_0203(v: float, _pos: Any = None) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(v) < 1024:
-            return f"{v:g} {unit}"
-        v /= 1024
-    return f"{v:g} PiB"
 
 
 def plot_attention_matrices(mats: Mapping[str, Any], *, title: str | None = None) -> Figure:
@@ -322,8 +316,7 @@ def plot_state_vs_cache(
     ax.annotate(f"{kv[-1] / state_bytes:,.0f}× the state\nat t = {t[-1]:,.0f}", xy=(t[-1], kv[-1]),
                 xytext=(-8, -4), textcoords="offset points", ha="right", va="top", fontsize=8)
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log", base=2)
-    ax.yaxis.set_major_formatter(FuncFormatter(_fmt_bytes_0203))
+    binary_bytes_axis(ax)
     ax.set_xlabel("tokens seen t")
     ax.set_ylabel("bytes kept for the next step")
     ax.grid(True, which="major", alpha=0.3)
@@ -385,8 +378,7 @@ def plot_chunk_cost(
     ax1.set_ylabel("FLOPs", color="tab:purple")
     ax1b = ax1.twinx()
     ax1b.plot(C, _np_0203(nbytes), "s-", ms=3, color="tab:green", label="bytes moved (HBM)")
-    ax1b.set_yscale("log", base=2)
-    ax1b.yaxis.set_major_formatter(FuncFormatter(_fmt_bytes_0203))
+    binary_bytes_axis(ax1b)
     ax1b.set_ylabel("bytes", color="tab:green")
     lines = ax1.get_lines() + ax1b.get_lines()
     ax1.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="upper center")
@@ -452,10 +444,3 @@ def plot_chunk_timing(
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
-
-
-def binary_bytes_axis(ax: Any, axis: str = "y") -> None:
-    """Put a bytes axis on powers of two with B/KiB/MiB/GiB labels (log base 2), e.g. on a panel of
-    `plot_scaling` that shows bytes."""
-    getattr(ax, f"set_{axis}scale")("log", base=2)
-    getattr(ax, f"{axis}axis").set_major_formatter(FuncFormatter(_fmt_bytes_0203))
