@@ -42,7 +42,7 @@ step() {  # step NAME LOG CMD...: run CMD with what is left of the deadline, log
 
 build_pid=
 if [ -n "${WHEELS:-}" ]; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl || exit 1
+  "$PY" -m pip install -q --upgrade --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
   if ! "$PY" -c "import torch, selective_scan_cuda" 2>/dev/null; then
     PY=$PY PIP_TARGET=/tmp/site MAMBA_SDIST=$(ls "$WHEELS"/mamba_ssm-*.tar.gz) \

@@ -22,7 +22,7 @@ from course_utils.grading import EXERCISES, _load_specs
 
 CPU = {"device": "cpu", "dtypes": [torch.float32]}
 BF16 = {"device": "cpu", "dtypes": [torch.float32, torch.bfloat16]}  # bf16 runs on CPU too, for the tests
-IDS = ["1.1", "1.2a", "1.2b", "1.3a", "1.3b", "2.1", "2.2", "2.3", "2.4", "3.1", "3.2"]
+IDS = ["1.1", "1.2a", "1.2b", "1.3a", "1.3b", "2.1", "2.2", "2.3", "2.4", "3.1", "3.2", "3.3"]
 
 
 # ========================================================================================================
@@ -155,6 +155,32 @@ def chunk_linear_attention(q, k, v, chunk_size=16, scale=None, initial_state=Non
     return o.to(q.dtype), S
 
 
+def chunk_linear_attention_batched(q, k, v, chunk_size=16, scale=None, initial_state=None,
+                                   _intra="tril", _inter="prev", _tail="pad", _slice=True):
+    """All chunks at once: padded [B, N, C, H, D] view, exclusive cumsum of per-chunk K^T V (flags: mistakes)."""
+    s, dtype = _scale(q, scale), q.dtype
+    B, T, H, K = q.shape
+    C = chunk_size
+    N = T // C if _tail == "floor" else -(-T // C)
+    pad = max(N * C - T, 0)
+    q, k, v = (F.pad(x.float(), (0, 0, 0, 0, 0, pad))[:, :N * C].reshape(B, N, C, H, -1) for x in (q, k, v))
+    a = s * torch.einsum("bnchk,bnshk->bnhcs", q, k)
+    if _intra != "none":
+        a = a * torch.ones(C, C, device=q.device).tril(-1 if _intra == "strict" else 0)
+    U = torch.einsum("bnchk,bnchv->bnhkv", k, v)
+    S = U.cumsum(1) - (0 if _inter == "incl" else U)
+    if initial_state is not None:
+        S = S + initial_state.float()[:, None]
+    o = torch.einsum("bnhcs,bnshv->bnchv", a, v)
+    if _inter != "none":
+        o = o + s * torch.einsum("bnchk,bnhkv->bnchv", q, S)
+    o = o.reshape(B, N * C, H, -1)
+    if _slice:
+        o = o[:, :T]
+    final = (S[:, -1] if _inter == "incl" else S[:, -1] + U[:, -1])
+    return o.to(dtype), final
+
+
 def chunkwise_flops(T, C, K, V):
     return (T // C) * (2 * C * C * K + 2 * C * C * V + 2 * C * K * V + 2 * C * K * V)
 
@@ -171,6 +197,7 @@ CORRECT: dict[str, Callable[..., Any]] = {
     "2.4": recurrent_linear_attention_loop,
     "3.1": chunk_linear_attention,
     "3.2": chunkwise_flops,
+    "3.3": chunk_linear_attention_batched,
 }
 
 
@@ -595,6 +622,21 @@ def _catalogue_lab03() -> dict[str, list[tuple]]:
         ("final_state None", map_state(ch, lambda s, *a, **k: None, "no_state"), "final_state is None", CPU),
         ("no scale", with_kwargs(ch, "no_scale", scale=1.0), "missing scale", CPU),
     ]
+    bt = chunk_linear_attention_batched
+    cat["3.3"] = generic_mistakes(bt, tuple_out=True) + [
+        ("loops over chunks (Exercise 3.1's answer)", ch, "loop check", CPU),
+        ("ragged last chunk dropped", with_kwargs(bt, "floor_chunks", _tail="floor"), "your output drops it", CPU),
+        ("padded length returned", with_kwargs(bt, "unsliced", _slice=False), "zero-padded length", CPU),
+        ("intra-chunk mask missing", with_kwargs(bt, "unmasked", _intra="none"), "not masked", CPU),
+        ("intra-chunk mask hides the diagonal", with_kwargs(bt, "strict", _intra="strict"), "hides the diagonal",
+         CPU),
+        ("inter-chunk term missing", with_kwargs(bt, "no_inter", _inter="none"), "missing the inter-chunk term",
+         CPU),
+        ("inclusive cumsum", with_kwargs(bt, "inclusive_cumsum", _inter="incl"),
+         "reads the state *after* adding this chunk", CPU),
+        ("ignores initial_state", with_kwargs(bt, "ignores_init", initial_state=None), "ignores initial_state", CPU),
+        ("no scale", with_kwargs(bt, "no_scale", scale=1.0), "missing scale", CPU),
+    ]
     n = lambda T, C: T // C
     per = lambda C, K, V: 2 * C * C * K + 2 * C * C * V + 4 * C * K * V
     cat["3.2"] = [
@@ -641,7 +683,7 @@ def test_correct_implementation_passes(ex_id, capsys):
     assert lines[1].startswith("   details: ") and len(lines) == 2
 
 
-@pytest.mark.parametrize("ex_id", ["1.1", "1.2a", "1.3a", "2.1", "2.2", "2.3", "2.4", "3.1"])
+@pytest.mark.parametrize("ex_id", ["1.1", "1.2a", "1.3a", "2.1", "2.2", "2.3", "2.4", "3.1", "3.3"])
 def test_correct_implementation_passes_in_bf16(ex_id, capsys):
     grade(ex_id, CORRECT[ex_id], **BF16)
     assert "bfloat16" in capsys.readouterr().out

@@ -1,7 +1,9 @@
 """Exercise specs of Lab 03 (the chunkwise-parallel form, GLA paper §4 / Sun et al. 2023 §2.4).
 
-3.1 is graded against course_utils.refs.linear_attn (fla's chunk kernel on GPU, the naive recurrent form
-on CPU); 3.2 against torch's FlopCounterMode counting a reference chunked forward on meta tensors.
+3.1 (chunk by chunk) and 3.3 (all chunks at once) are graded against course_utils.refs.linear_attn (fla's
+chunk kernel on GPU, the naive chunk form on CPU); 3.3 must also make as many torch calls for many chunks as
+for few (no loop over chunks). 3.2 is graded against torch's FlopCounterMode counting a reference chunked
+forward on meta tensors.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from course_utils.exercises import lab02
 from course_utils.exercises.common import half_dtype_cases
-from course_utils.grading import Alt, Case, Exercise, Failure, IntOut, register
+from course_utils.grading import Alt, Case, Exercise, Failure, IntOut, Student, fail, randn, register
 
 # ------------------------------------------------------------------------------------------------ 3.1
 
@@ -247,3 +250,64 @@ register(Exercise(
     reference_name="torch.utils.flop_counter.FlopCounterMode on a reference chunked forward (meta tensors)",
 ))
 
+
+
+# ------------------------------------------------------------------------------------------------ 3.3
+
+
+class _CountTorchCalls(TorchFunctionMode):
+    """Counts torch function and tensor-method calls made inside the `with` block (a loop shows up as more)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+_FEW, _MANY, _LOOP_C = 4, 32, 8  # chunks in the two probes, and their chunk size
+
+
+def _torch_calls(student: Student, n_chunks: int, device: torch.device) -> int:
+    gen = torch.Generator().manual_seed(330)
+    T = n_chunks * _LOOP_C - 3  # ragged, like the graded cases
+    q, k = (randn(gen, 1, T, 2, 8).abs().to(device) for _ in range(2))
+    v = randn(gen, 1, T, 2, 8).to(device)
+    with _CountTorchCalls() as counter, torch.no_grad():
+        student.call((q, k, v), {"chunk_size": _LOOP_C}, f"{student.name}(q, k, v, chunk_size={_LOOP_C})",
+                     where=f"(loop check, T={T})")
+    return counter.calls
+
+
+def _check_no_chunk_loop(student: Student, device: torch.device) -> None:
+    """All chunks at once: the number of torch calls must not grow with the number of chunks."""
+    few, many = _torch_calls(student, _FEW, device), _torch_calls(student, _MANY, device)
+    if many >= few + (_MANY - _FEW):  # at least one more call per extra chunk: a loop over chunks
+        fail(f"loop check: your function makes {few} torch calls for {_FEW} chunks and {many} for {_MANY} chunks "
+             f"(chunk_size={_LOOP_C}): it still works chunk by chunk, so its cost grows with T/C launches — "
+             "Exercise 3.1 already does that",
+             "pad T up to N·C with zeros (zero keys and values add nothing to any state), view the inputs as "
+             "[B, N, C, H, D], compute every diagonal block with one einsum, every chunk's K^T V with another, "
+             "and the states before each chunk with an exclusive cumsum over N (GLA paper §4, materialized "
+             "chunk states)")
+
+
+register(Exercise(
+    id="3.3",
+    fn_name="chunk_linear_attention_batched",
+    signature=("chunk_linear_attention_batched(q, k, v, chunk_size=16, scale=None, initial_state=None) "
+               "-> (o, final_state)"),
+    cases=_chunk_cases,
+    make_inputs=_chunk_inputs,
+    expected=_chunk_reference,
+    output=lab02.output_node,
+    positional=("q", "k", "v"),
+    input_layouts=lab02.LAYOUTS,
+    grad_inputs=("q", "k", "v", "initial_state"),
+    alternatives=_chunk_alternatives,
+    diagnose=_chunk_diagnose,
+    exception_hint=_chunk_exception_hint,
+    extra_checks=(_check_no_chunk_loop,),
+))
