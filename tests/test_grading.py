@@ -591,6 +591,23 @@ def _catalogue_lab02() -> dict[str, list[tuple]]:
 # ---------------------------------------------------------------------------------- lab 03
 
 
+def chunk_form_mistakes(fn) -> list[tuple]:
+    """Mistakes in the chunkwise formula itself, for 3.1 (loop) and 3.3 (all chunks at once): both take the
+    private flags _intra ("none", "strict") and _inter ("none", "incl": the state after this chunk)."""
+    return [
+        ("intra-chunk mask missing", with_kwargs(fn, "unmasked", _intra="none"), "not masked", CPU),
+        ("intra-chunk mask hides the diagonal", with_kwargs(fn, "strict", _intra="strict"), "hides the diagonal",
+         CPU),
+        ("inter-chunk term missing", with_kwargs(fn, "no_inter", _inter="none"), "missing the inter-chunk term",
+         CPU),
+        ("inter-chunk reads the updated state (inclusive)", with_kwargs(fn, "inclusive_inter", _inter="incl"),
+         "reads the state *after* adding this chunk", CPU),
+        ("ignores initial_state", with_kwargs(fn, "ignores_init", initial_state=None), "ignores initial_state", CPU),
+        ("final_state None", map_state(fn, lambda s, *a, **k: None, "no_state"), "final_state is None", CPU),
+        ("no scale", with_kwargs(fn, "no_scale", scale=1.0), "missing scale", CPU),
+    ]
+
+
 def _catalogue_lab03() -> dict[str, list[tuple]]:
     cat: dict[str, list[tuple]] = {}
     ch = chunk_linear_attention
@@ -611,32 +628,13 @@ def _catalogue_lab03() -> dict[str, list[tuple]]:
         ("mask built from chunk_size", with_kwargs(ch, "fixed_mask", _mask_from_chunk_size=True),
          ("RuntimeError", "last, partial chunk"), CPU),
         ("returns the padded length", named(padded, "padded"), "zero-padded length", CPU),
-        ("intra-chunk mask missing", with_kwargs(ch, "unmasked", _intra="none"), "not masked", CPU),
-        ("intra-chunk mask hides the diagonal", with_kwargs(ch, "strict", _intra="strict"), "hides the diagonal",
-         CPU),
-        ("inter-chunk term missing", with_kwargs(ch, "no_inter", _inter="none"), "missing the inter-chunk term",
-         CPU),
-        ("inter-chunk reads the updated state", with_kwargs(ch, "inclusive_inter", _inter="incl"),
-         "reads the state *after* adding this chunk", CPU),
-        ("ignores initial_state", with_kwargs(ch, "ignores_init", initial_state=None), "ignores initial_state", CPU),
-        ("final_state None", map_state(ch, lambda s, *a, **k: None, "no_state"), "final_state is None", CPU),
-        ("no scale", with_kwargs(ch, "no_scale", scale=1.0), "missing scale", CPU),
-    ]
+    ] + chunk_form_mistakes(ch)
     bt = chunk_linear_attention_batched
     cat["3.3"] = generic_mistakes(bt, tuple_out=True) + [
         ("loops over chunks (Exercise 3.1's answer)", ch, "loop check", CPU),
         ("ragged last chunk dropped", with_kwargs(bt, "floor_chunks", _tail="floor"), "your output drops it", CPU),
         ("padded length returned", with_kwargs(bt, "unsliced", _slice=False), "zero-padded length", CPU),
-        ("intra-chunk mask missing", with_kwargs(bt, "unmasked", _intra="none"), "not masked", CPU),
-        ("intra-chunk mask hides the diagonal", with_kwargs(bt, "strict", _intra="strict"), "hides the diagonal",
-         CPU),
-        ("inter-chunk term missing", with_kwargs(bt, "no_inter", _inter="none"), "missing the inter-chunk term",
-         CPU),
-        ("inclusive cumsum", with_kwargs(bt, "inclusive_cumsum", _inter="incl"),
-         "reads the state *after* adding this chunk", CPU),
-        ("ignores initial_state", with_kwargs(bt, "ignores_init", initial_state=None), "ignores initial_state", CPU),
-        ("no scale", with_kwargs(bt, "no_scale", scale=1.0), "missing scale", CPU),
-    ]
+    ] + chunk_form_mistakes(bt)
     n = lambda T, C: T // C
     per = lambda C, K, V: 2 * C * C * K + 2 * C * C * V + 4 * C * K * V
     cat["3.2"] = [

@@ -150,11 +150,8 @@ def _chunk_exception_hint(case: Case) -> str | None:
     return None
 
 
-register(Exercise(
-    id="3.1",
-    fn_name="chunk_linear_attention",
-    signature=("chunk_linear_attention(q, k, v, chunk_size=16, scale=None, initial_state=None) "
-               "-> (o, final_state)"),
+# 3.1 and 3.3 compute the same thing (3.3 without a loop over chunks): same cases, reference and diagnoses
+CHUNKWISE_SPEC = dict(
     cases=_chunk_cases,
     make_inputs=_chunk_inputs,
     expected=_chunk_reference,
@@ -165,6 +162,14 @@ register(Exercise(
     alternatives=_chunk_alternatives,
     diagnose=_chunk_diagnose,
     exception_hint=_chunk_exception_hint,
+)
+
+register(Exercise(
+    id="3.1",
+    fn_name="chunk_linear_attention",
+    signature=("chunk_linear_attention(q, k, v, chunk_size=16, scale=None, initial_state=None) "
+               "-> (o, final_state)"),
+    **CHUNKWISE_SPEC,
 ))
 
 
@@ -299,15 +304,6 @@ register(Exercise(
     fn_name="chunk_linear_attention_batched",
     signature=("chunk_linear_attention_batched(q, k, v, chunk_size=16, scale=None, initial_state=None) "
                "-> (o, final_state)"),
-    cases=_chunk_cases,
-    make_inputs=_chunk_inputs,
-    expected=_chunk_reference,
-    output=lab02.output_node,
-    positional=("q", "k", "v"),
-    input_layouts=lab02.LAYOUTS,
-    grad_inputs=("q", "k", "v", "initial_state"),
-    alternatives=_chunk_alternatives,
-    diagnose=_chunk_diagnose,
-    exception_hint=_chunk_exception_hint,
     extra_checks=(_check_no_chunk_loop,),
+    **CHUNKWISE_SPEC,
 ))
