@@ -185,11 +185,8 @@ def _linear_alternatives(inputs: dict[str, Any], case: Case, expected: Any) -> l
     return alts
 
 
-register(Exercise(
-    id="1.2a",
-    fn_name="linear_attention_quadratic",
-    signature="linear_attention_quadratic(q, k, v, causal=False, eps=1e-6) -> o [B, T, H, V]",
-    cases=_attention_cases(None),
+# 1.2a (quadratic form) and 1.2b (associative form) compute the same thing: same reference and diagnoses
+LINEAR_SPEC = dict(
     make_inputs=_qkv,
     expected=_linear_reference,
     output=TensorOut("o", "BTHV"),
@@ -198,6 +195,14 @@ register(Exercise(
     grad_inputs=("q", "k", "v"),
     alternatives=_linear_alternatives,
     nan_hint="dividing by a zero normalizer? add eps to the denominator (and check phi(x) = elu(x) + 1 > 0)",
+)
+
+register(Exercise(
+    id="1.2a",
+    fn_name="linear_attention_quadratic",
+    signature="linear_attention_quadratic(q, k, v, causal=False, eps=1e-6) -> o [B, T, H, V]",
+    cases=_attention_cases(None),
+    **LINEAR_SPEC,
 ))
 
 
@@ -225,15 +230,8 @@ register(Exercise(
     fn_name="linear_attention_associative",
     signature="linear_attention_associative(q, k, v, eps=1e-6) -> o [B, T, H, V]",
     cases=_attention_cases(False),
-    make_inputs=_qkv,
-    expected=_linear_reference,
-    output=TensorOut("o", "BTHV"),
-    positional=("q", "k", "v"),
-    input_layouts=LAYOUTS,
-    grad_inputs=("q", "k", "v"),
-    alternatives=_linear_alternatives,
-    nan_hint="dividing by a zero normalizer? add eps to the denominator (and check phi(x) = elu(x) + 1 > 0)",
     extra_checks=(_check_linear_cost,),
+    **LINEAR_SPEC,
 ))
 
 
