@@ -293,20 +293,25 @@ def _favor_alternatives(inputs: dict[str, Any], case: Case, expected: Any) -> li
     ]
 
 
-register(Exercise(
-    id="1.3a",
-    fn_name="favor_features",
-    signature="favor_features(x, omega) -> phi [..., M]   (x [..., D], omega [D, M])",
+# 1.3a and 1.3b are both feature maps phi(x, omega): same cases, inputs and output structure
+FEATURE_SPEC = dict(
     cases=_feature_cases,
     make_inputs=_feature_inputs,
-    expected=_favor_reference,
     output=_feature_output,
     positional=("x", "omega"),
     input_layouts=LAYOUTS,
     grad_inputs=("x",),
+)
+
+register(Exercise(
+    id="1.3a",
+    fn_name="favor_features",
+    signature="favor_features(x, omega) -> phi [..., M]   (x [..., D], omega [D, M])",
+    expected=_favor_reference,
     alternatives=_favor_alternatives,
     reference_name="the definition exp(x omega - |x|^2/2) / sqrt(M) (Choromanski et al. 2021, Lemma 1)",
     nan_hint="exp overflowed? subtract |x|^2/2 inside the exp, not after it",
+    **FEATURE_SPEC,
 ))
 
 
@@ -352,14 +357,9 @@ register(Exercise(
     id="1.3b",
     fn_name="rfa_features",
     signature="rfa_features(x, omega) -> phi [..., 2M]   (x [..., D], omega [D, M])",
-    cases=_feature_cases,
-    make_inputs=_feature_inputs,
     expected=_rfa_reference,
-    output=_feature_output,
-    positional=("x", "omega"),
-    input_layouts=LAYOUTS,
-    grad_inputs=("x",),
     alternatives=_rfa_alternatives,
     diagnose=_rfa_diagnose,
     reference_name="the definition [sin(x omega), cos(x omega)] / sqrt(M) (Peng et al. 2021, §2)",
+    **FEATURE_SPEC,
 ))
