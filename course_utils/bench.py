@@ -13,8 +13,9 @@ Three measurements, each honest about what it is:
 - `count_flops`: the FLOPs `torch.utils.flop_counter.FlopCounterMode` attributes to the call's matrix
   products (2 per multiply-add). Elementwise work (exp, division, masking) is not counted.
 
-`attention_flops` and `attention_memory_bytes` are the matching closed-form models, and `sweep` runs a
-set of functions over growing sizes, with a progress bar, into rows for `course_utils.plots`.
+`attention_flops` and `attention_memory_bytes` are the matching closed-form models, `sweep` runs a set of
+functions over growing sizes, with a progress bar, into rows for `course_utils.plots`, and `save_report`
+keeps a benchmark's figure and rows under reports/.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "crossover",
     "format_bytes",
     "peak_memory_bytes",
+    "save_report",
     "sweep",
     "synchronize",
     "time_fn",
@@ -147,7 +149,7 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-# ----------------------------------------------------------------------------------------------- flops
+# --------------------------------------------------------- flops, and the closed-form attention models
 
 
 def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
@@ -219,6 +221,7 @@ def sweep(
     sizes: Sequence[int],
     make_inputs: Callable[[int], tuple],
     *,
+    x: str = "N",
     warmup: int = 2,
     reps: int = 5,
     memory: bool = True,
@@ -230,8 +233,10 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """Time (and optionally measure memory and FLOPs of) every function at every size.
 
-    fns: {name: fn}; each is called as fn(*make_inputs(N)).  sizes: e.g. sequence lengths N.
-    Returns one row per (size, name): {"name", "N", "ms", "peak_bytes", "flops", "device"}
+    fns: {name: fn}; each is called as fn(*make_inputs(size)).  sizes: the values of the swept variable.
+    x: that variable's name, the key of the size in every row ("N" by default; e.g. x="T" for sequence
+    lengths, so that plots.plot_scaling(rows, x="T") and crossover(rows, ..., x="T") read it).
+    Returns one row per (size, name): {"name", x, "ms", "peak_bytes", "flops", "device"}
     (peak_bytes / flops are NaN when not measured). Runs under torch.no_grad() (forward cost only).
     A CUDA out-of-memory error is caught: that row gets NaN and larger sizes of that function are
     skipped (also NaN). Any other error propagates, NotImplementedError from an exercise stub included.
@@ -245,23 +250,23 @@ def sweep(
         torch.set_num_threads(cpu_threads)
     try:
         with torch.no_grad():
-            return _sweep(fns, sizes, make_inputs, warmup=warmup, reps=reps, memory=memory, flops=flops,
+            return _sweep(fns, sizes, make_inputs, x=x, warmup=warmup, reps=reps, memory=memory, flops=flops,
                           device=device, desc=desc, progress=progress)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _sweep(fns, sizes, make_inputs, *, warmup, reps, memory, flops, device, desc, progress):
+def _sweep(fns, sizes, make_inputs, *, x, warmup, reps, memory, flops, device, desc, progress):
     from tqdm.auto import tqdm
 
     nan = float("nan")
     rows: list[dict[str, Any]] = []
     out_of_memory: set[str] = set()
-    for N in tqdm(list(sizes), desc=desc, disable=not progress, leave=False):
-        args = make_inputs(N)
+    for size in tqdm(list(sizes), desc=desc, disable=not progress, leave=False):
+        args = make_inputs(size)
         dev = _device_of(args, device)
         for name, fn in fns.items():
-            row = {"name": name, "N": int(N), "ms": nan, "peak_bytes": nan, "flops": nan, "device": dev.type}
+            row = {"name": name, x: int(size), "ms": nan, "peak_bytes": nan, "flops": nan, "device": dev.type}
             rows.append(row)
             if name in out_of_memory:
                 continue
@@ -312,7 +317,7 @@ def crossover(
     return None
 
 
-# ---- used by labs 02-03 ----
+# --------------------------------------------------------------------------------------------- reports
 
 
 def save_report(fig: Any, stem: str, rows: list[dict[str, Any]] | None = None,

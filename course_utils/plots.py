@@ -1,5 +1,6 @@
-"""Figures the notebooks draw. Every function returns the matplotlib Figure (and draws nothing else), so
-a notebook shows it inline and a test can inspect it under the Agg backend.
+"""Figures the notebooks draw, by topic: attention's weights and cost, random features, the recurrent state,
+the chunkwise form. Every function returns the matplotlib Figure (and draws nothing else), so a notebook shows
+it inline and a test can inspect it under the Agg backend.
 """
 
 from __future__ import annotations
@@ -14,7 +15,19 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from course_utils.bench import crossover
 
-__all__ = ["METRIC_LABELS", "plot_complexity", "plot_feature_error", "plot_pair_errors", "plot_scaling"]
+__all__ = [
+    "METRIC_LABELS",
+    "binary_bytes_axis",
+    "plot_attention_matrices",
+    "plot_chunk_cost",
+    "plot_chunk_partition",
+    "plot_chunk_timing",
+    "plot_complexity",
+    "plot_feature_error",
+    "plot_pair_errors",
+    "plot_scaling",
+    "plot_state_vs_cache",
+]
 
 METRIC_LABELS = {
     "ms": "time per call (ms, median)",
@@ -23,6 +36,9 @@ METRIC_LABELS = {
 }
 
 _PALETTE = ["tab:red", "tab:orange", "tab:blue", "tab:green", "tab:purple", "tab:brown"]
+
+
+# --------------------------------------------------------------- axes, colours, arrays: shared by every figure
 
 
 def _tick_bytes(v: float, _pos: Any = None) -> str:
@@ -45,6 +61,49 @@ def binary_bytes_axis(ax: Any, axis: str = "y") -> None:
 
 def _colors(names: Sequence[str]) -> dict[str, str]:
     return {n: _PALETTE[i % len(_PALETTE)] for i, n in enumerate(names)}
+
+
+def _as_array(x: Any) -> np.ndarray:
+    """A float numpy array from a tensor (any device/dtype) or a sequence."""
+    if hasattr(x, "detach"):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def _isnan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _finish(fig: Figure, title: str | None = None, ax: Any = None) -> Figure:
+    """Every figure's last step: the title (the Axes' own when `ax` is given, else the figure's), then a tight
+    layout. Returns `fig`."""
+    if title:
+        if ax is not None:
+            ax.set_title(title, fontsize=10)
+        else:
+            fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ attention: its weights, its cost against N
+
+
+def plot_attention_matrices(mats: Mapping[str, Any], *, title: str | None = None) -> Figure:
+    """Heatmaps of T x T matrices side by side: row t is the query, column s the key.
+
+    mats: {panel title: [T, T] tensor or array}. Entries that are exactly zero (a causal mask's future)
+    are left white, so the mask shows as the empty upper triangle.
+    """
+    fig, axes = plt.subplots(1, len(mats), figsize=(4.3 * len(mats), 3.9), squeeze=False)
+    for ax, (name, m) in zip(axes[0], mats.items()):
+        a = _as_array(m)
+        im = ax.imshow(np.ma.masked_where(a == 0, a), cmap="viridis", interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("key position s")
+        ax.set_ylabel("query position t")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return _finish(fig, title)
 
 
 def plot_scaling(
@@ -101,10 +160,7 @@ def plot_scaling(
             ax.text(0.03, 0.97, _no_crossover_text(rows, pair, metric, x), transform=ax.transAxes, va="top",
                     fontsize=8)
         ax.legend(fontsize=7, loc="lower right")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def _no_crossover_text(rows: list[dict[str, Any]], pair: tuple[str, str], metric: str, x: str) -> str:
@@ -118,8 +174,54 @@ def _no_crossover_text(rows: list[dict[str, Any]], pair: tuple[str, str], metric
     return f"no crossover: {lower}\nlower at every {x} measured"
 
 
-def _isnan(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
+def plot_complexity(
+    N: int, d: int, *, H: int = 1, B: int = 1, bytes_per_element: int = 4, N_max: int = 2**17,
+    memory_limit_bytes: float | None = 16 * 2**30,
+) -> Figure:
+    """Model curves (no measurement): FLOPs and the distinguishing intermediate's memory against N, for
+    softmax attention and (associative) linear attention with head dim d, marking the chosen N and the
+    crossovers. Drawn by `course_utils.widgets.ComplexityExplorer`.
+    """
+    from course_utils.bench import attention_flops, attention_memory_bytes, format_bytes
+
+    Ns = np.unique(np.logspace(4, math.log2(N_max), 200, base=2).astype(int))
+    fl_s = np.array([attention_flops(n, d, kind="softmax", B=B, H=H) for n in Ns], dtype=float)
+    fl_l = np.array([attention_flops(n, d, kind="linear", B=B, H=H) for n in Ns], dtype=float)
+    mem_s = np.array([attention_memory_bytes(n, d, kind="softmax", B=B, H=H, bytes_per_element=bytes_per_element)
+                      for n in Ns], dtype=float)
+    mem_l = np.array([attention_memory_bytes(n, d, kind="linear", B=B, H=H, bytes_per_element=bytes_per_element)
+                      for n in Ns], dtype=float)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, ys, yl, ylabel in ((ax1, fl_s, fl_l, "matmul FLOPs (model)"),
+                               (ax2, mem_s, mem_l, "memory (model)")):
+        ax.plot(Ns, ys, color="tab:red", label="softmax  O(N²d)" if ax is ax1 else "softmax: B·H·N² scores")
+        ax.plot(Ns, yl, color="tab:blue", label="linear  O(Nd²)" if ax is ax1 else "linear: B·H·(d²+d) state")
+        ax.axvline(N, color="k", lw=1)
+        ax.set_xscale("log", base=2)
+        if ax is ax2:
+            binary_bytes_axis(ax)
+        else:
+            ax.set_yscale("log")
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        diff = np.sign(ys - yl)
+        idx = np.nonzero(diff[1:] != diff[:-1])[0]
+        if len(idx):
+            ax.axvline(Ns[idx[0] + 1], color="k", ls=":", lw=1)
+    if memory_limit_bytes:
+        ax2.axhline(memory_limit_bytes, color="0.5", ls="--", lw=1, label=f"{memory_limit_bytes / 2**30:g} GiB (a T4)")
+    ratio = attention_flops(N, d, kind="softmax", B=B, H=H) / attention_flops(N, d, kind="linear", B=B, H=H)
+    ax1.set_title(f"N={N:,}, d={d}: softmax needs {ratio:,.1f}× the FLOPs", fontsize=10)
+    kw = dict(B=B, H=H, bytes_per_element=bytes_per_element)
+    ax2.set_title(f"scores {format_bytes(attention_memory_bytes(N, d, kind='softmax', **kw))} vs "
+                  f"state {format_bytes(attention_memory_bytes(N, d, kind='linear', **kw))}", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=8, loc="upper left")
+    return _finish(fig)
+
+
+# ---------------------------------------------------------- random features: the error of the kernel estimates
 
 
 def plot_feature_error(
@@ -166,10 +268,7 @@ def plot_feature_error(
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title, ax=ax)
 
 
 def plot_pair_errors(
@@ -206,90 +305,10 @@ def plot_pair_errors(
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, markerscale=2)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title, ax=ax)
 
 
-def plot_complexity(
-    N: int, d: int, *, H: int = 1, B: int = 1, bytes_per_element: int = 4, N_max: int = 2**17,
-    memory_limit_bytes: float | None = 16 * 2**30,
-) -> Figure:
-    """Model curves (no measurement): FLOPs and the distinguishing intermediate's memory against N, for
-    softmax attention and (associative) linear attention with head dim d, marking the chosen N and the
-    crossovers. Used by `course_utils.widgets.complexity_explorer`.
-    """
-    from course_utils.bench import attention_flops, attention_memory_bytes, format_bytes
-
-    Ns = np.unique(np.logspace(4, math.log2(N_max), 200, base=2).astype(int))
-    fl_s = np.array([attention_flops(n, d, kind="softmax", B=B, H=H) for n in Ns], dtype=float)
-    fl_l = np.array([attention_flops(n, d, kind="linear", B=B, H=H) for n in Ns], dtype=float)
-    mem_s = np.array([attention_memory_bytes(n, d, kind="softmax", B=B, H=H, bytes_per_element=bytes_per_element)
-                      for n in Ns], dtype=float)
-    mem_l = np.array([attention_memory_bytes(n, d, kind="linear", B=B, H=H, bytes_per_element=bytes_per_element)
-                      for n in Ns], dtype=float)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, ys, yl, ylabel in ((ax1, fl_s, fl_l, "matmul FLOPs (model)"),
-                               (ax2, mem_s, mem_l, "memory (model)")):
-        ax.plot(Ns, ys, color="tab:red", label="softmax  O(N²d)" if ax is ax1 else "softmax: B·H·N² scores")
-        ax.plot(Ns, yl, color="tab:blue", label="linear  O(Nd²)" if ax is ax1 else "linear: B·H·(d²+d) state")
-        ax.axvline(N, color="k", lw=1)
-        ax.set_xscale("log", base=2)
-        if ax is ax2:
-            binary_bytes_axis(ax)
-        else:
-            ax.set_yscale("log")
-        ax.set_xlabel("sequence length N")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        diff = np.sign(ys - yl)
-        idx = np.nonzero(diff[1:] != diff[:-1])[0]
-        if len(idx):
-            ax.axvline(Ns[idx[0] + 1], color="k", ls=":", lw=1)
-    if memory_limit_bytes:
-        ax2.axhline(memory_limit_bytes, color="0.5", ls="--", lw=1, label=f"{memory_limit_bytes / 2**30:g} GiB (a T4)")
-    ratio = attention_flops(N, d, kind="softmax", B=B, H=H) / attention_flops(N, d, kind="linear", B=B, H=H)
-    ax1.set_title(f"N={N:,}, d={d}: softmax needs {ratio:,.1f}× the FLOPs", fontsize=10)
-    kw = dict(B=B, H=H, bytes_per_element=bytes_per_element)
-    ax2.set_title(f"scores {format_bytes(attention_memory_bytes(N, d, kind='softmax', **kw))} vs "
-                  f"state {format_bytes(attention_memory_bytes(N, d, kind='linear', **kw))}", fontsize=10)
-    for ax in (ax1, ax2):
-        ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    return fig
-
-
-# ---- used by labs 02-03 ----
-# Figures of Lab 02 (causal linear attention as an RNN) and Lab 03 (the chunkwise form). Like the functions
-# above, each returns the Figure and draws nothing else.
-
-
-def _np_0203(x: Any) -> np.ndarray:
-    """A float numpy array from a tensor (any device/dtype) or a sequence."""
-    if hasattr(x, "detach"):
-        return x.detach().float().cpu().numpy()
-    return np.asarray(x, dtype=float)
-
-
-def plot_attention_matrices(mats: Mapping[str, Any], *, title: str | None = None) -> Figure:
-    """Heatmaps of T x T matrices side by side: row t is the query, column s the key.
-
-    mats: {panel title: [T, T] tensor or array}. Entries that are exactly zero (a causal mask's future)
-    are left white, so the mask shows as the empty upper triangle.
-    """
-    fig, axes = plt.subplots(1, len(mats), figsize=(4.3 * len(mats), 3.9), squeeze=False)
-    for ax, (name, m) in zip(axes[0], mats.items()):
-        a = _np_0203(m)
-        im = ax.imshow(np.ma.masked_where(a == 0, a), cmap="viridis", interpolation="nearest")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("key position s")
-        ax.set_ylabel("query position t")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig
+# ----------------------------------------------------------------------- recurrent state: what a decoder keeps
 
 
 def plot_state_vs_cache(
@@ -304,8 +323,8 @@ def plot_state_vs_cache(
 ) -> Figure:
     """What a decoder keeps in memory against the number of tokens seen: a KV cache that grows with t
     against a constant recurrent state (log-log), with the length where they are equal marked."""
-    t = _np_0203(lengths)
-    kv = _np_0203(kv_bytes)
+    t = _as_array(lengths)
+    kv = _as_array(kv_bytes)
     fig, ax = plt.subplots(figsize=(6.8, 4.2))
     ax.plot(t, kv, color="tab:red", lw=2, label=kv_label)
     ax.plot(t, np.full_like(t, float(state_bytes)), color="tab:blue", lw=2, label=state_label)
@@ -321,10 +340,10 @@ def plot_state_vs_cache(
     ax.set_ylabel("bytes kept for the next step")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title, ax=ax)
+
+
+# -------------------------------------------- chunkwise form: which term covers a pair, the cost model, timing
 
 
 def plot_chunk_partition(kind: Any, chunk_size: int, *, title: str | None = None) -> Figure:
@@ -336,7 +355,7 @@ def plot_chunk_partition(kind: Any, chunk_size: int, *, title: str | None = None
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    k = _np_0203(kind)
+    k = _as_array(kind)
     T = k.shape[0]
     colors = ["white", "tab:blue", "tab:orange"]
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
@@ -350,9 +369,7 @@ def plot_chunk_partition(kind: Any, chunk_size: int, *, title: str | None = None
                        Patch(color=colors[1], label="inter-chunk: through the state Q S"),
                        Patch(facecolor="white", edgecolor="0.5", label="future (s > t): never read")],
               fontsize=7, loc="upper right")
-    ax.set_title(title or f"T = {T}, chunk size C = {chunk_size}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title or f"T = {T}, chunk size C = {chunk_size}", ax=ax)
 
 
 def plot_chunk_cost(
@@ -371,13 +388,13 @@ def plot_chunk_cost(
     Left: matmul FLOPs and HBM bytes. Right: modelled time, FLOPs / peak + bytes / bandwidth, with its two
     terms dashed. current: the C to mark (solid line); best: the C that minimises the model (dotted).
     """
-    C = _np_0203(Cs)
-    tc, tm = _np_0203(t_compute), _np_0203(t_memory)
+    C = _as_array(Cs)
+    tc, tm = _as_array(t_compute), _as_array(t_memory)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.9))
-    ax1.plot(C, _np_0203(flops), "o-", ms=3, color="tab:purple", label="FLOPs (matmuls)")
+    ax1.plot(C, _as_array(flops), "o-", ms=3, color="tab:purple", label="FLOPs (matmuls)")
     ax1.set_ylabel("FLOPs", color="tab:purple")
     ax1b = ax1.twinx()
-    ax1b.plot(C, _np_0203(nbytes), "s-", ms=3, color="tab:green", label="bytes moved (HBM)")
+    ax1b.plot(C, _as_array(nbytes), "s-", ms=3, color="tab:green", label="bytes moved (HBM)")
     binary_bytes_axis(ax1b)
     ax1b.set_ylabel("bytes", color="tab:green")
     lines = ax1.get_lines() + ax1b.get_lines()
@@ -398,10 +415,7 @@ def plot_chunk_cost(
         ax2.annotate(f"best C = {best:g}", xy=(best, 0.55), xycoords=("data", "axes fraction"),
                      xytext=(3, 0), textcoords="offset points", fontsize=8, va="center")
     ax2.legend(fontsize=8, loc="upper center")
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def plot_chunk_timing(
@@ -419,20 +433,20 @@ def plot_chunk_timing(
     n = 2 if model is not None else 1
     fig, axes = plt.subplots(1, n, figsize=(5.3 * n, 3.9), squeeze=False)
     ax = axes[0][0]
-    C = _np_0203(Cs)
-    meas = _np_0203(measured_ms)
+    C = _as_array(Cs)
+    meas = _as_array(measured_ms)
     ax.plot(C, meas, "o", color="tab:blue", label=measured_label)
-    ax.plot(C, _np_0203(fit_ms), "--", color="0.3", label=fit_label)
+    ax.plot(C, _as_array(fit_ms), "--", color="0.3", label=fit_label)
     i = int(np.nanargmin(meas))
     ax.plot(C[i], meas[i], "*", ms=13, color="tab:red", label=f"fastest: C = {C[i]:.0f}")
     ax.set_ylabel("time per call (ms, median)")
     if model is not None:
         Cm, sm, label = model
         ax2 = axes[0][1]
-        ys = 1e6 * _np_0203(sm)
-        ax2.plot(_np_0203(Cm), ys, "o-", ms=3, color="k", label=label)
+        ys = 1e6 * _as_array(sm)
+        ax2.plot(_as_array(Cm), ys, "o-", ms=3, color="k", label=label)
         j = int(np.nanargmin(ys))
-        ax2.plot(_np_0203(Cm)[j], ys[j], "*", ms=13, color="tab:red", label=f"best: C = {_np_0203(Cm)[j]:.0f}")
+        ax2.plot(_as_array(Cm)[j], ys[j], "*", ms=13, color="tab:red", label=f"best: C = {_as_array(Cm)[j]:.0f}")
         ax2.set_ylabel("modelled time (µs)")
     for a in axes[0]:
         a.set_xscale("log", base=2)
@@ -440,7 +454,4 @@ def plot_chunk_timing(
         a.set_xlabel("chunk size C")
         a.grid(True, which="major", alpha=0.3)
         a.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)

@@ -1,22 +1,93 @@
-"""Interactive explorers for the notebooks (ipywidgets).
+"""Interactive explorers for the notebooks (ipywidgets), by topic: attention's complexity, the chunkwise cost.
 
 Every explorer is an object with a `.widget` (what Jupyter shows: putting the explorer last in a cell
 displays it), and an `.update(**values)` method that sets the controls, redraws, and returns the numbers
 it drew. `update` works headless (nbval, CI, tests), so a notebook cell can build an explorer, call
-`update` once and check what it returns.
+`update` once and check what it returns. The machinery they share (observing the controls, drawing once
+per update, showing the figure in an Output widget) is `_Explorer`; each explorer only computes its numbers,
+its line of text and its figure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from course_utils.bench import attention_flops, attention_memory_bytes
 
-__all__ = ["ComplexityExplorer", "complexity_explorer", "complexity_numbers"]
+__all__ = ["ChunkCostExplorer", "ComplexityExplorer", "chunk_cost_explorer", "complexity_explorer",
+           "complexity_numbers"]
+
+
+class _Explorer:
+    """Controls, a line of text and a figure that follows them. A subclass builds its controls, calls
+    `_start(controls, columns)` and implements `_draw()`; it may override `_on_control(change)`."""
+
+    figure: Figure | None = None
+
+    def _start(self, controls: dict[str, Any], columns: Sequence[Sequence[Any]]) -> None:
+        """controls: {name: widget} in the order update() sets them.  columns: how they are laid out."""
+        import ipywidgets as w
+
+        self.controls = controls
+        self.numbers: dict[str, Any] = {}
+        self.out = w.Output()
+        self.text = w.HTML()
+        self._quiet = False  # True while several controls change together: draw once, at the end
+        for control in controls.values():
+            control.observe(self._on_change, names="value")
+        self.widget = w.VBox([w.HBox([w.VBox(list(col)) for col in columns]), self.text, self.out])
+        self._redraw()
+
+    def _draw(self) -> tuple[dict[str, Any], str, Figure]:
+        """(numbers, HTML line, figure) for the controls' current values."""
+        raise NotImplementedError
+
+    def _on_control(self, change: dict[str, Any]) -> None:
+        """React to one control before the redraw (e.g. narrow another control's options)."""
+
+    @contextlib.contextmanager
+    def _quietly(self) -> Iterator[None]:
+        self._quiet, before = True, self._quiet
+        try:
+            yield
+        finally:
+            self._quiet = before
+
+    def _on_change(self, change: dict[str, Any]) -> None:
+        self._on_control(change)
+        if not self._quiet:
+            self._redraw()
+
+    def _redraw(self) -> dict[str, Any]:
+        from IPython.display import display
+
+        if self.figure is not None:
+            plt.close(self.figure)
+        self.numbers, self.text.value, self.figure = self._draw()
+        with self.out:
+            self.out.clear_output(wait=True)
+            display(self.figure)
+        plt.close(self.figure)  # shown through the Output widget only, not a second time inline
+        return dict(self.numbers)
+
+    def _set(self, **values: Any) -> dict[str, Any]:
+        """Set the controls given (None: unchanged) in the order of `controls`, redraw once, return the numbers."""
+        with self._quietly():
+            for name, control in self.controls.items():
+                if values.get(name) is not None:
+                    control.value = values[name]
+        return self._redraw()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+# --------------------------------------------------------------- attention: softmax against linear, by N and d
 
 _DTYPE_BYTES = {"float32": 4, "bfloat16 / float16": 2}
 
@@ -42,7 +113,7 @@ def complexity_numbers(N: int, d: int, H: int = 1, B: int = 1, bytes_per_element
     }
 
 
-class ComplexityExplorer:
+class ComplexityExplorer(_Explorer):
     """Sliders for sequence length N, head dim d, heads H and element size; two model panels.
 
     Cheap: nothing is measured, every redraw evaluates closed-form counts (course_utils.bench).
@@ -52,8 +123,6 @@ class ComplexityExplorer:
         import ipywidgets as w
 
         self.N_max = N_max
-        self.figure: Figure | None = None
-        self.numbers: dict[str, Any] = {}
         style = {"description_width": "150px"}
         layout = w.Layout(width="460px")
         # N spans four orders of magnitude: a log-scale slider (base 2) keeps short sequences reachable.
@@ -66,54 +135,25 @@ class ComplexityExplorer:
                              continuous_update=False)
         self.dtype = w.Dropdown(options=list(_DTYPE_BYTES), value=dtype, description="element type",
                                 style=style, layout=layout)
-        self.out = w.Output()
-        self.text = w.HTML()
-        self._quiet = False  # True while update() sets several controls: draw once, at the end
-        for control in (self.N, self.d, self.H, self.dtype):
-            control.observe(self._on_change, names="value")
-        self.widget = w.VBox([w.HBox([w.VBox([self.N, self.d]), w.VBox([self.H, self.dtype])]), self.text, self.out])
-        self._redraw()
+        self._start({"N": self.N, "d": self.d, "H": self.H, "dtype": self.dtype},
+                    columns=[(self.N, self.d), (self.H, self.dtype)])
 
-    def _on_change(self, _change) -> None:
-        if not self._quiet:
-            self._redraw()
-
-    def _redraw(self) -> dict[str, Any]:
-        from IPython.display import display
+    def _draw(self) -> tuple[dict[str, Any], str, Figure]:
+        from course_utils.plots import plot_complexity
 
         bpe = _DTYPE_BYTES[self.dtype.value]
-        self.numbers = complexity_numbers(int(round(self.N.value)), self.d.value, self.H.value, 1, bpe)
-        n = self.numbers
-        self.text.value = (
+        n = complexity_numbers(int(round(self.N.value)), self.d.value, self.H.value, 1, bpe)
+        text = (
             f"<b>N={n['N']:,}, d={n['d']}, H={n['H']}</b>: softmax {n['flops_softmax']:.3g} FLOPs, "
             f"linear {n['flops_linear']:.3g} FLOPs (<b>{n['flops_ratio']:,.1f}×</b>); "
             f"linear attention wins FLOPs from N = {n['flops_crossover_N']}."
         )
-        if self.figure is not None:
-            plt.close(self.figure)
-        from course_utils.plots import plot_complexity
-
-        self.figure = plot_complexity(n["N"], n["d"], H=n["H"], bytes_per_element=bpe, N_max=self.N_max)
-        with self.out:
-            self.out.clear_output(wait=True)
-            display(self.figure)
-        plt.close(self.figure)  # shown through the Output widget only, not a second time inline
-        return dict(n)
+        return n, text, plot_complexity(n["N"], n["d"], H=n["H"], bytes_per_element=bpe, N_max=self.N_max)
 
     def update(self, N: int | None = None, d: int | None = None, H: int | None = None,
                dtype: str | None = None) -> dict[str, Any]:
         """Set any of the controls, redraw once, and return the numbers drawn (see complexity_numbers)."""
-        self._quiet = True
-        try:
-            for control, value in ((self.N, N), (self.d, d), (self.H, H), (self.dtype, dtype)):
-                if value is not None:
-                    control.value = value
-        finally:
-            self._quiet = False
-        return self._redraw()
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return self._set(N=N, d=d, H=H, dtype=dtype)
 
 
 def complexity_explorer(N: int = 4096, d: int = 64, H: int = 8, dtype: str = "float32") -> ComplexityExplorer:
@@ -122,12 +162,12 @@ def complexity_explorer(N: int = 4096, d: int = 64, H: int = 8, dtype: str = "fl
     return ComplexityExplorer(N=N, d=d, H=H, dtype=dtype)
 
 
-# ---- used by labs 02-03 ----
-# Lab 03's explorer of the chunkwise cost model. It evaluates the functions it is given (the student's
-# FLOP count from Exercise 3.2 and the notebook's byte count), so it never holds a solution itself.
+# ----------------------------------------------------------------------- chunkwise form: the chunk size's cost
+# It evaluates the functions it is given (the student's FLOP count and the notebook's byte count), so it
+# never holds a solution itself.
 
 
-class ChunkCostExplorer:
+class ChunkCostExplorer(_Explorer):
     """Sliders for chunk size C, sequence length T, head dim d (K = V = d) and a GPU; redraws the model
     time(C) = flops_fn(T, C, d, d) / peak FLOP/s + bytes_fn(T, C, d, d) / bandwidth (course_utils.plots
     .plot_chunk_cost) and reports the best power-of-two C.
@@ -135,16 +175,14 @@ class ChunkCostExplorer:
     hardware: {name: (peak matmul FLOP/s, memory bandwidth in bytes/s)}. Nothing is measured.
     """
 
-    def __init__(self, flops_fn: Any, bytes_fn: Any, hardware: dict[str, tuple[float, float]],
-                 T: int = 4096, C: int = 64, d: int = 128, gpu: str | None = None,
-                 T_choices: tuple[int, ...] = tuple(2**i for i in range(8, 17))):
+    def __init__(self, flops_fn: Callable[[int, int, int, int], int], bytes_fn: Callable[[int, int, int, int], int],
+                 hardware: dict[str, tuple[float, float]], T: int = 4096, C: int = 64, d: int = 128,
+                 gpu: str | None = None, T_choices: tuple[int, ...] = tuple(2**i for i in range(8, 17))):
         import ipywidgets as w
 
         if not hardware:
             raise ValueError("ChunkCostExplorer: hardware needs at least one {name: (flop/s, bytes/s)} entry.")
         self.flops_fn, self.bytes_fn, self.hardware = flops_fn, bytes_fn, dict(hardware)
-        self.figure: Figure | None = None
-        self.numbers: dict[str, Any] = {}
         style = {"description_width": "130px"}
         layout = w.Layout(width="440px")
         self.T = w.SelectionSlider(options=list(T_choices), value=T, description="sequence length T",
@@ -155,28 +193,20 @@ class ChunkCostExplorer:
                             style=style, layout=layout)
         self.gpu = w.Dropdown(options=list(self.hardware), value=gpu or next(iter(self.hardware)),
                               description="GPU", style=style, layout=layout)
-        self.out = w.Output()
-        self.text = w.HTML()
-        self._quiet = True  # __init__ draws once at the end
-        for control in (self.T, self.C, self.d, self.gpu):
-            control.observe(self._on_change, names="value")
-        self._quiet = False
-        self.widget = w.VBox([w.HBox([w.VBox([self.C, self.T]), w.VBox([self.d, self.gpu])]), self.text, self.out])
-        self._redraw()
+        # T before C: update(T=..., C=...) narrows C's options to T first
+        self._start({"T": self.T, "C": self.C, "d": self.d, "gpu": self.gpu},
+                    columns=[(self.C, self.T), (self.d, self.gpu)])
 
     @staticmethod
     def _chunk_options(T: int) -> list[int]:
         return [2**i for i in range(int(math.log2(T)) + 1)]
 
-    def _on_change(self, change) -> None:
+    def _on_control(self, change: dict[str, Any]) -> None:
         if change["owner"] is self.T:  # C must divide T: offer the powers of two up to T
             c = min(self.C.value, change["new"])
-            self._quiet, prev = True, self._quiet
-            self.C.options = self._chunk_options(change["new"])
-            self.C.value = c
-            self._quiet = prev
-        if not self._quiet:
-            self._redraw()
+            with self._quietly():
+                self.C.options = self._chunk_options(change["new"])
+                self.C.value = c
 
     def model(self, T: int, C: int, d: int, gpu: str) -> tuple[int, int, float, float]:
         """(FLOPs, bytes, compute seconds, memory seconds) of one (batch, head) at chunk size C."""
@@ -184,9 +214,7 @@ class ChunkCostExplorer:
         f, b = int(self.flops_fn(T, C, d, d)), int(self.bytes_fn(T, C, d, d))
         return f, b, f / peak, b / bandwidth
 
-    def _redraw(self) -> dict[str, Any]:
-        from IPython.display import display
-
+    def _draw(self) -> tuple[dict[str, Any], str, Figure]:
         from course_utils.plots import plot_chunk_cost
 
         T, C, d, gpu = self.T.value, self.C.value, self.d.value, self.gpu.value
@@ -195,48 +223,26 @@ class ChunkCostExplorer:
         totals = [tc + tm for _, _, tc, tm in rows]
         best = Cs[totals.index(min(totals))]
         f, b, tc, tm = self.model(T, C, d, gpu)
-        self.numbers = {"T": T, "C": C, "d": d, "gpu": gpu, "flops": f, "bytes": b, "t_compute": tc,
-                        "t_memory": tm, "time": tc + tm, "best_C": best, "best_time": min(totals),
-                        "intensity": f / b}
-        self.text.value = (
+        numbers = {"T": T, "C": C, "d": d, "gpu": gpu, "flops": f, "bytes": b, "t_compute": tc,
+                   "t_memory": tm, "time": tc + tm, "best_C": best, "best_time": min(totals), "intensity": f / b}
+        text = (
             f"<b>{gpu}, T={T:,}, d={d}, C={C}</b> (one head): {f:.3g} FLOPs, {b / 2**20:.2f} MiB moved, "
             f"{f / b:.0f} FLOP/byte → model {1e6 * (tc + tm):.2f} µs "
             f"(compute {1e6 * tc:.2f} + memory {1e6 * tm:.2f}); best power of two: <b>C = {best}</b>."
         )
-        if self.figure is not None:
-            plt.close(self.figure)
-        self.figure = plot_chunk_cost(Cs, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                                      [r[3] for r in rows], current=C, best=best,
-                                      title=f"chunkwise linear attention on {gpu}: T={T:,}, K=V={d}")
-        with self.out:
-            self.out.clear_output(wait=True)
-            display(self.figure)
-        plt.close(self.figure)
-        return dict(self.numbers)
+        figure = plot_chunk_cost(Cs, *zip(*rows), current=C, best=best,
+                                 title=f"chunkwise linear attention on {gpu}: T={T:,}, K=V={d}")
+        return numbers, text, figure
 
     def update(self, C: int | None = None, T: int | None = None, d: int | None = None,
                gpu: str | None = None) -> dict[str, Any]:
         """Set any of the controls, redraw once, and return the numbers drawn."""
-        self._quiet = True
-        try:
-            if T is not None:
-                self.T.value = T
-            if C is not None:
-                self.C.value = C
-            if d is not None:
-                self.d.value = d
-            if gpu is not None:
-                self.gpu.value = gpu
-        finally:
-            self._quiet = False
-        return self._redraw()
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return self._set(C=C, T=T, d=d, gpu=gpu)
 
 
-def chunk_cost_explorer(flops_fn: Any, bytes_fn: Any, hardware: dict[str, tuple[float, float]],
-                        T: int = 4096, C: int = 64, d: int = 128, gpu: str | None = None) -> ChunkCostExplorer:
-    """Build Lab 03's chunk-size explorer (show it by ending a cell with it; `.update(C=..., T=...)` sets
-    it from code and returns the numbers)."""
+def chunk_cost_explorer(flops_fn: Callable[[int, int, int, int], int], bytes_fn: Callable[[int, int, int, int], int],
+                        hardware: dict[str, tuple[float, float]], T: int = 4096, C: int = 64, d: int = 128,
+                        gpu: str | None = None) -> ChunkCostExplorer:
+    """Build the chunk-size explorer (show it by ending a cell with it; `.update(C=..., T=...)` sets it from
+    code and returns the numbers)."""
     return ChunkCostExplorer(flops_fn, bytes_fn, hardware, T=T, C=C, d=d, gpu=gpu)

@@ -1,5 +1,6 @@
-"""course_utils.bench: timing, peak memory, FLOP counts and models, sweeps, crossovers (CPU, fast)."""
+"""course_utils.bench: timing, peak memory, FLOP counts and models, sweeps, crossovers, reports (CPU, fast)."""
 
+import json
 import math
 
 import pytest
@@ -103,6 +104,14 @@ def test_sweep_rows_and_keys():
         assert r["flops"] == bench.attention_flops(r["N"], 8, kind=kind, H=2)
 
 
+def test_sweep_names_the_swept_variable():
+    rows = bench.sweep({"id": lambda x: x + 1}, [4, 8], lambda T: (torch.ones(T),), x="T", warmup=0, reps=1,
+                       memory=False, progress=False)
+    assert [r["T"] for r in rows] == [4, 8] and all("N" not in r for r in rows)
+    rows += [{"name": "slow", "T": T, "ms": 1e3 * T} for T in (4, 8)]
+    assert bench.crossover(rows, "id", "slow", x="T") is None  # read by the name it was given
+
+
 def test_sweep_skips_after_out_of_memory_but_propagates_other_errors():
     def greedy(x):
         if x.shape[0] >= 32:
@@ -140,6 +149,29 @@ def test_sweep_restores_cpu_threads():
     bench.sweep({"id": lambda x: x + 1}, [4], lambda N: (torch.ones(N),), warmup=0, reps=1, memory=False,
                 progress=False, cpu_threads=1)
     assert torch.get_num_threads() == before
+
+
+def test_save_report_writes_png_and_json(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    rows = [{"name": "a", "T": 8, "ms": float("nan")}]
+    paths = bench.save_report(fig, "bench_x", rows, meta={"gpu": "test"}, directory=tmp_path / "out")
+    assert [p.name for p in paths] == ["bench_x.png", "bench_x.json"] and all(p.exists() for p in paths)
+    data = json.loads(paths[1].read_text())
+    assert data == {"meta": {"gpu": "test"}, "rows": [{"name": "a", "T": 8, "ms": None}]}
+    # default directory: reports/ beside the notebook's folder when there is one, else the current folder
+    (tmp_path / "repo" / "reports").mkdir(parents=True)
+    (tmp_path / "repo" / "solutions").mkdir()
+    monkeypatch.chdir(tmp_path / "repo" / "solutions")
+    assert bench.save_report(fig, "y") == [tmp_path / "repo" / "reports" / "y.png"]
+    monkeypatch.chdir(tmp_path)
+    assert bench.save_report(fig, "z") == [tmp_path / "z.png"]
+    plt.close(fig)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,0 +1,177 @@
+"""course_utils.plots under the Agg backend (headless, fast): each figure builds, by topic, and shows what it
+claims (crossovers, masks, lines, best chunk sizes)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from course_utils import bench, plots  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _rows(x="N"):
+    rows = []
+    for n in (64, 128, 256, 512, 1024):
+        rows.append({"name": "softmax", x: n, "ms": 1e-4 * n * n, "peak_bytes": 4.0 * n * n,
+                     "flops": 4.0 * n * n * 64})
+        rows.append({"name": "linear", x: n, "ms": 0.02 * n, "peak_bytes": 4.0 * 64 * n,
+                     "flops": 4.0 * n * 64 * 64})
+    return rows
+
+
+def _vlines(ax):
+    return [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+
+
+# ------------------------------------------------------------------------------------------ shared: axes
+
+
+def test_binary_bytes_axis_labels():
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [1024, 2**21])
+    plots.binary_bytes_axis(ax)
+    assert ax.get_yscale() == "log"
+    fmt = ax.yaxis.get_major_formatter()
+    assert fmt(1024, None) == "1 KiB" and fmt(3 * 2**20, None) == "3 MiB" and fmt(512, None) == "512 B"
+
+
+def test_every_public_figure_function_is_exported():
+    public = {n for n in dir(plots) if n.startswith("plot_") or n == "binary_bytes_axis"}
+    assert public <= set(plots.__all__)
+
+
+# ---------------------------------------------------------------------------- attention: weights and cost
+
+
+def test_attention_matrices_one_panel_per_matrix_and_masked_zeros():
+    a = torch.rand(6, 6).tril()
+    fig = plots.plot_attention_matrices({"a": a, "b": np.tril(np.ones((6, 6)))}, title="t")
+    assert isinstance(fig, Figure)
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 2
+    data = images[0].get_array()
+    assert data.mask[0, 5] and not data.mask[5, 0]  # the future (upper triangle) is left blank
+    assert fig.get_suptitle() == "t"
+
+
+def test_plot_scaling_one_panel_per_metric_and_crossovers():
+    fig = plots.plot_scaling(_rows(), pair=("softmax", "linear"),
+                             models={"flops": {"4N²d": lambda N: 4 * N * N * 64}})
+    assert len(fig.axes) == 3
+    time_ax, mem_ax, flop_ax = fig.axes
+    assert len(_vlines(time_ax)) == 1
+    assert _vlines(time_ax)[0].get_xdata()[0] == pytest.approx(200.0)  # 1e-4 n^2 = 0.02 n
+    assert _vlines(mem_ax)[0].get_xdata()[0] == pytest.approx(64.0)
+    assert any(line.get_linestyle() == "--" for line in flop_ax.get_lines())
+
+
+def test_plot_scaling_reads_the_swept_variable_by_name():
+    fig = plots.plot_scaling(_rows("T"), ("ms",), x="T")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "T"
+    assert _vlines(ax)[0].get_xdata()[0] == pytest.approx(200.0)
+
+
+def test_plot_scaling_without_crossover_says_so_and_skips_empty_metrics():
+    rows = [r for r in _rows() if r["N"] >= 256]
+    for r in rows:
+        r["flops"] = float("nan")
+    fig = plots.plot_scaling(rows, metrics=("ms", "flops"))
+    assert len(fig.axes) == 1
+    assert any(t.get_text().startswith("no crossover: linear") for t in fig.axes[0].texts)
+
+
+def test_plot_scaling_needs_rows():
+    with pytest.raises(ValueError):
+        plots.plot_scaling([])
+
+
+def test_plot_complexity_titles_use_exact_numbers():
+    fig = plots.plot_complexity(4096, 64, H=2)
+    ratio = bench.attention_flops(4096, 64, kind="softmax") / bench.attention_flops(4096, 64, kind="linear")
+    assert f"{ratio:,.1f}×" in fig.axes[0].get_title()
+
+
+# ------------------------------------------------------------------------------------------ random features
+
+
+def test_plot_feature_error_lines_and_bands():
+    Ms = [4, 8, 16]
+    rng = np.random.default_rng(0)
+    errors = {"iid": rng.random((3, 5)) + 0.5, "orthogonal": rng.random((3, 5))}
+    fig = plots.plot_feature_error(Ms, errors, reference={"1/√M": lambda M: 1 / np.sqrt(M)}, title="t")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["iid", "orthogonal", "1/√M"]
+    assert np.allclose(ax.get_lines()[0].get_ydata(), errors["iid"].mean(1))
+    assert ax.get_title() == "t"
+    with pytest.raises(ValueError, match="rows"):
+        plots.plot_feature_error([4, 8], {"iid": np.ones((3, 2))})
+
+
+def test_plot_pair_errors_one_scatter_per_estimator():
+    xy = np.linspace(-1, 1, 20)
+    fig = plots.plot_pair_errors(xy, {"a": np.exp(xy), "b": np.exp(-xy)}, curves={"c": np.exp})
+    ax = fig.axes[0]
+    assert len(ax.collections) == 2 and len(ax.get_lines()) == 1
+    with pytest.raises(ValueError, match="shape"):
+        plots.plot_pair_errors(xy, {"a": np.ones(3)})
+
+
+# ------------------------------------------------------------------------------------------ recurrent state
+
+
+def test_state_vs_cache_lines_and_crossover():
+    t = np.array([1, 2, 4, 8, 16])
+    fig = plots.plot_state_vs_cache(t, t * 10, 40, crossover=4)
+    ax = fig.axes[0]
+    kv, state, cross = ax.get_lines()[:3]
+    assert list(kv.get_ydata()) == list(t * 10) and set(state.get_ydata()) == {40}
+    assert list(cross.get_xdata()) == [4, 4]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+
+
+# ------------------------------------------------------------------------------------------- chunkwise form
+
+
+def chunk_flops(T, C, K, V):
+    """The chunkwise form's matmul FLOPs (what Exercise 3.2 asks for), for the tests only."""
+    return (T // C) * (2 * C * C * (K + V) + 4 * C * K * V)
+
+
+def chunk_bytes(T, C, K, V, bytes_per_element=2):
+    return bytes_per_element * (T * (2 * K + 2 * V) + 2 * (T // C) * K * V)
+
+
+def test_chunk_partition_figure():
+    T, C = 12, 4
+    t, s = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    kind = torch.where(s > t, 0, torch.where(t // C == s // C, 2, 1))
+    fig = plots.plot_chunk_partition(kind, C)
+    ax = fig.axes[0]
+    assert ax.images[0].get_array().shape == (T, T)
+    assert len(ax.get_lines()) == 2 * (T // C - 1)  # boundaries between chunks, both directions
+    assert "C = 4" in ax.get_title()
+
+
+def test_chunk_cost_and_timing_figures():
+    Cs = [1, 2, 4, 8]
+    fig = plots.plot_chunk_cost(Cs, [chunk_flops(64, c, 8, 8) for c in Cs], [chunk_bytes(64, c, 8, 8) for c in Cs],
+                                [1e-6] * 4, [2e-6, 1e-6, 5e-7, 3e-7], current=4, best=8, title="x")
+    assert len(fig.axes) == 3  # two panels + the bytes twin axis
+    fig = plots.plot_chunk_timing(Cs, [4.0, 2.0, 1.0, 3.0], [4.1, 2.1, 1.2, 2.9], fit_label="fit",
+                                  model=(Cs, [1e-6, 5e-7, 6e-7, 9e-7], "model"))
+    left, right = fig.axes
+    assert "fastest: C = 4" in [t.get_text() for t in left.get_legend().get_texts()]
+    assert "best: C = 2" in [t.get_text() for t in right.get_legend().get_texts()]
+    assert len(plots.plot_chunk_timing(Cs, [1, 2, 3, 4], [1, 2, 3, 4], fit_label="f").axes) == 1

@@ -1,0 +1,107 @@
+"""course_utils.widgets headless (Agg backend): each explorer builds, `update` returns the numbers it drew,
+moving a control redraws once, and the chunk explorer follows the functions it is given."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from course_utils import bench, widgets  # noqa: E402
+
+HARDWARE = {"fast": (1e15, 1e12), "slow": (1e13, 1e11)}
+
+
+def flops(T, C, K, V):
+    """The chunkwise form's matmul FLOPs (what Exercise 3.2 asks for), for the tests only."""
+    return (T // C) * (2 * C * C * (K + V) + 4 * C * K * V)
+
+
+def nbytes(T, C, K, V, bytes_per_element=2):
+    return bytes_per_element * (T * (2 * K + 2 * V) + 2 * (T // C) * K * V)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _count_draws(explorer, monkeypatch):
+    calls = []
+    draw = explorer._draw
+    monkeypatch.setattr(explorer, "_draw", lambda: calls.append(1) or draw())
+    return calls
+
+
+# ----------------------------------------------------------------------------------- attention complexity
+
+
+def test_complexity_numbers_crossover_is_where_the_formulas_cross():
+    for d in (16, 64, 128):
+        n = widgets.complexity_numbers(1024, d)
+        N = n["flops_crossover_N"]
+        below = bench.attention_flops(N - 1, d, kind="softmax") <= bench.attention_flops(N - 1, d, kind="linear")
+        above = bench.attention_flops(N, d, kind="softmax") > bench.attention_flops(N, d, kind="linear")
+        assert below and above
+
+
+def test_complexity_explorer_builds_and_updates_headless(monkeypatch):
+    ex = widgets.complexity_explorer(N=1024, d=32, H=4)
+    assert ex.figure is not None and ex.numbers["N"] == 1024
+    draws = _count_draws(ex, monkeypatch)
+    n = ex.update(N=8192, d=64, dtype="bfloat16 / float16")
+    assert len(draws) == 1, "update() should draw once however many controls it sets"
+    assert (n["N"], n["d"], n["H"]) == (8192, 64, 4)
+    assert n["scores_bytes"] == 4 * 8192 * 8192 * 2
+    assert n == widgets.complexity_numbers(8192, 64, H=4, bytes_per_element=2)
+    assert len(ex.figure.axes) == 2 and "8192" in ex.text.value.replace(",", "")
+    # moving a slider redraws too (what a student does in Jupyter)
+    first = ex.figure
+    ex.d.value = 128
+    assert ex.figure is not first and ex.numbers["d"] == 128 and len(draws) == 2
+    assert "application/vnd.jupyter.widget-view+json" in ex._repr_mimebundle_()
+
+
+# ----------------------------------------------------------------------------------------- chunkwise cost
+
+
+def test_chunk_cost_explorer_headless_update():
+    ex = widgets.chunk_cost_explorer(flops, nbytes, HARDWARE, T=4096, C=64, d=64, gpu="fast")
+    n = ex.update(C=16, T=1024, d=32, gpu="slow")
+    assert (n["T"], n["C"], n["d"], n["gpu"]) == (1024, 16, 32, "slow")
+    assert n["flops"] == flops(1024, 16, 32, 32) and n["bytes"] == nbytes(1024, 16, 32, 32)
+    P, W = HARDWARE["slow"]
+    assert math.isclose(n["time"], flops(1024, 16, 32, 32) / P + nbytes(1024, 16, 32, 32) / W)
+    Cs = [2**i for i in range(11)]
+    times = [flops(1024, c, 32, 32) / P + nbytes(1024, c, 32, 32) / W for c in Cs]
+    assert n["best_C"] == Cs[int(np.argmin(times))]
+    assert isinstance(ex.figure, Figure) and "C = " in ex.text.value
+
+
+def test_chunk_cost_explorer_keeps_C_within_T():
+    ex = widgets.chunk_cost_explorer(flops, nbytes, HARDWARE, T=4096, C=1024)
+    n = ex.update(T=256)  # C=1024 no longer divides T: it is clamped to T
+    assert n["C"] == 256 and max(ex.C.options) == 256
+    with pytest.raises(ValueError):
+        widgets.chunk_cost_explorer(flops, nbytes, {})
+
+
+def test_chunk_cost_explorer_slider_narrows_C_and_redraws_once(monkeypatch):
+    ex = widgets.chunk_cost_explorer(flops, nbytes, HARDWARE, T=4096, C=1024)
+    draws = _count_draws(ex, monkeypatch)
+    ex.T.value = 512  # what a student does: C's options shrink with T, one redraw
+    assert len(draws) == 1 and ex.numbers["C"] == 512 and max(ex.C.options) == 512
+
+
+def test_explorer_propagates_a_stub():
+    def stub(T, C, K, V):
+        raise NotImplementedError("Exercise 3.2: stub")
+
+    with pytest.raises(NotImplementedError, match="Exercise 3.2"):
+        widgets.chunk_cost_explorer(stub, nbytes, HARDWARE)
