@@ -6,8 +6,10 @@
 | conventions       | the one layout/scale/gate/state convention everything follows            |
 | mamba_import      | importing mamba-ssm without its compiled CUDA extension (one workaround) |
 | refs              | reference adapters over fla and mamba-ssm, one function per operation    |
-| grading           | grade("N.M", fn): seeded cases, clear failures, exercise specs in        |
-|                   | course_utils/exercises/labNN.py                                           |
+| grading           | the engine: seeded cases, structure/value checks, diagnosis from a       |
+|                   | catalogue of mistakes                                                     |
+| exercises         | the exercises, one module per operation family; grade("N.M", fn)         |
+| feature_maps      | φ maps taught in the notebooks, kept once for the later ones             |
 | bench             | timing and memory measurements that print figures                         |
 | plots, widgets    | figures and interactive explorers used by the notebooks                   |
 | authoring         | solutions → labs, leak checks, badges, executing notebooks                |
@@ -25,7 +27,7 @@ __all__ = ["Env", "get_env", "grade", "seed_everything", "setup"]
 
 
 def grade(exercise_id: str, fn, **options):
-    """Check a student's function for exercise `exercise_id` (see course_utils.grading)."""
-    from course_utils.grading import grade as _grade
+    """Check a student's function for exercise `exercise_id` (see course_utils.exercises)."""
+    from course_utils.exercises import grade as _grade
 
-    return _grade(exercise_id, fn, **options)
+    _grade(exercise_id, fn, **options)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import refs
+from course_utils.conventions import relative_rms_error
 from course_utils.mamba_import import has_mamba_cuda
 
 TOL = {torch.float32: 5e-3, torch.bfloat16: 2e-2, torch.float16: 1e-2}  # TF32 inside fla's tl.dot
@@ -25,10 +26,10 @@ rows: list[tuple[str, str, float, float, str, bool]] = []
 
 
 def rel(a, b) -> float:
+    """The course's relative error (conventions.relative_rms_error); the worst item of a tuple."""
     if isinstance(a, (tuple, list)):
         return max(rel(x, y) for x, y in zip(a, b))
-    a, b = a.float().cpu(), b.float().cpu()
-    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+    return relative_rms_error(a, b)
 
 
 def record(name: str, dtype, fn_gpu, fn_ref) -> None:

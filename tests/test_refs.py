@@ -16,14 +16,9 @@ import torch.nn.functional as F
 
 import course_utils  # noqa: F401  (sets TRITON_INTERPRET before fla / mamba-ssm define kernels)
 from course_utils import refs
+from course_utils.conventions import relative_rms_error
 
 # ----------------------------------------------------------------------------------------- helpers
-
-
-def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    """Max abs error relative to the largest reference value (robust for outputs near 0)."""
-    got, want = got.double(), want.double()
-    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-12))
 
 
 def assert_close(got, want, tol=2e-5):
@@ -33,8 +28,8 @@ def assert_close(got, want, tol=2e-5):
             assert_close(g_, w_, tol)
         return
     assert got.shape == want.shape, f"shape {tuple(got.shape)} != {tuple(want.shape)}"
-    err = rel_err(got, want)
-    assert err < tol, f"relative error {err:.3g} >= {tol}"
+    err = relative_rms_error(got, want)
+    assert err < tol, f"relative RMS error {err:.3g} >= {tol}"
 
 
 def make(B=2, T=37, H=3, K=8, V=5, seed=0):

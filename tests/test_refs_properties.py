@@ -7,19 +7,12 @@ cases every run.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from test_refs import assert_close, loop_ref, make, ssd_as_simple_gla, ssd_inputs  # tests/ is on sys.path (conftest)
 
-import course_utils  # noqa: F401  (sets TRITON_INTERPRET before fla / mamba-ssm define kernels)
 from course_utils import refs
-
-# The helpers (independent loop, input makers) live in test_refs.py; tests/ is not a package.
-sys.path.insert(0, str(Path(__file__).parent))
-from test_refs import assert_close, loop_ref, make, ssd_as_simple_gla, ssd_inputs  # noqa: E402
 
 SETTINGS = settings(
     max_examples=12,

@@ -68,6 +68,24 @@ def test_refuses_requests_without_the_token(server):
     assert get(f"{base}/api/contents?token=wrong")[0] in (401, 403)
 
 
+def _listening_addresses(port: int) -> list[str]:
+    """Local addresses (hex, as the kernel lists them) of the TCP sockets listening on `port`."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if int(hex_port, 16) == port and state == "0A":  # 0A: LISTEN
+                found.append(address)
+    return found
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads Linux's /proc/net/tcp")
 def test_listens_on_localhost_only(server):
+    """The kernel's own table of listening sockets: bound to 127.0.0.1 only, never 0.0.0.0 or ::."""
     base, _ = server
-    assert base.startswith("http://127.0.0.1:")
+    addresses = _listening_addresses(int(base.rsplit(":", 1)[1]))
+    assert addresses, "no listening socket found for the server's port"
+    assert set(addresses) == {"0100007F"}, f"listening on {addresses} (0100007F is 127.0.0.1)"

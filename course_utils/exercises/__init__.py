@@ -1,13 +1,46 @@
-"""Exercise specs, one module per lab (labNN.py); importing this package registers all of them.
+"""The course's exercises, one module per operation family; importing this package registers all of them.
 
-A new lab adds `labNN.py` calling `course_utils.grading.register(Exercise(...))`; nothing here changes.
+| module            | family                                                             | exercises        |
+|-------------------|--------------------------------------------------------------------|------------------|
+| attention         | softmax attention, linear attention with a feature map, random     | 1.1 1.2a 1.2b    |
+|                   | features (FAVOR+, RFA)                                             | 1.3a 1.3b        |
+| linear_attention  | causal linear attention: parallel, recurrent, step, backward,      | 2.1-2.4 3.1 3.3  |
+|                   | chunkwise (loop and all chunks at once)                            |                  |
+| cost              | FLOP (and byte) models of the forms                                | 3.2              |
+| cases             | seeded inputs and case lists shared by the families                | —                |
+
+A family owns its inputs, its reference (through course_utils.refs), its output structure and its
+catalogue of mistakes; a new exercise in a family is a `dataclasses.replace(FAMILY_SPEC, id=..., ...)`
+registration. `grade("2.2", fn)` is what notebooks call.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from typing import Any, Callable
 
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    if _module.startswith("lab"):
-        importlib.import_module(f"{__name__}.{_module}")
+from course_utils.exercises import attention, cost, linear_attention  # noqa: F401  (registers the exercises)
+from course_utils.grading import REGISTRY, Exercise, Result
+from course_utils.grading import engine as _engine
+
+EXERCISES = REGISTRY
+
+
+def get(exercise_id: str) -> Exercise:
+    """The Exercise registered under `exercise_id` (ValueError naming the known ids otherwise)."""
+    if exercise_id not in REGISTRY:
+        raise ValueError(f"unknown exercise {exercise_id!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[exercise_id]
+
+
+def grade(exercise_id: str, fn: Callable[..., Any], **options: Any) -> Result:
+    """Check `fn` against the reference on the exercise's seeded cases; print two lines on success.
+
+    options: device (str | torch.device) and dtypes (list of torch dtypes) override the environment's;
+    quiet=True prints nothing on success.
+    Raises AssertionError with a diagnosis on the first failing case; re-raises NotImplementedError.
+    """
+    ex = get(exercise_id)
+    unknown = set(options) - {"device", "dtypes", "quiet"}
+    if unknown:
+        raise TypeError(f"grade() got unknown options {sorted(unknown)}; allowed: device, dtypes, quiet")
+    return _engine.grade(ex, fn, **options)

@@ -4,7 +4,8 @@ Every function takes the layout of course_utils.conventions ([B, T, H, D], expli
 gates, states [B, H, K, V], returns (output, final_state)), checks its inputs with messages a student can
 act on, and dispatches by device: CUDA tensors run fla's Triton kernels and mamba-ssm's kernels; CPU
 tensors run the libraries' own pure-PyTorch references (fla `naive_*`, mamba-ssm `*_ref`). After each call
-`last_backend()` names what ran. fla and mamba-ssm are imported on first use, not here.
+`last_backend()` names what ran;
+`with backends_used() as used:` collects it for a block. fla and mamba-ssm are imported on first use, not here.
 
 | module       | functions                                                                |
 |--------------|--------------------------------------------------------------------------|
@@ -18,7 +19,7 @@ tensors run the libraries' own pure-PyTorch references (fla `naive_*`, mamba-ssm
 | discretize   | discretize_zoh, discretize_bilinear                                      |
 """
 
-from course_utils.refs._checks import last_backend
+from course_utils.refs._checks import backends_used, last_backend
 from course_utils.refs.attention import linear_attention_noncausal, softmax_attention
 from course_utils.refs.delta_rule import delta_rule, gated_delta_rule
 from course_utils.refs.discretize import discretize_bilinear, discretize_zoh
@@ -29,6 +30,7 @@ from course_utils.refs.simple_gla import simple_gla
 from course_utils.refs.ssm import selective_scan, selective_state_update, ssd
 
 __all__ = [
+    "backends_used",
     "delta_rule",
     "discretize_bilinear",
     "discretize_zoh",

@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from course_utils.conventions import EPS
 from course_utils.refs._checks import check_qkv, check_scale, record
-
-_EPS = 1e-10  # the same guard fla adds to the normaliser of its causal linear attention
 
 
 def softmax_attention(
@@ -54,6 +53,6 @@ def linear_attention_noncausal(
     o = scale * torch.einsum("bthk,bhkv->bthv", qf, kv)
     if normalize:
         z = kf.sum(1)  # [B, H, K]
-        o = o / (scale * torch.einsum("bthk,bhk->bth", qf, z) + _EPS).unsqueeze(-1)
+        o = o / (scale * torch.einsum("bthk,bhk->bth", qf, z) + EPS).unsqueeze(-1)
     record("torch.einsum (no library has non-causal linear attention)", q.device)
     return o.to(q.dtype)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from course_utils.conventions import EPS
 from course_utils.refs._checks import (
     check_like,
     check_mode,
@@ -26,7 +27,6 @@ from course_utils.refs._checks import (
     state_f32,
 )
 
-_EPS = 1e-10  # fla's guard in the normaliser (both its naive and its kernel forms)
 _NAIVE_CHUNK = 64  # naive_chunk_linear_attn hard-codes this chunk size
 
 
@@ -146,5 +146,5 @@ def _cpu_chunk(q, k, v, scale, S0, z0, normalize):
     if not normalize:
         return o.to(q.dtype), S
     k_cum = kf.cumsum(1) if z0 is None else kf.cumsum(1) + z0.unsqueeze(1)
-    o = o / (scale * (qf * k_cum).sum(-1, keepdim=True) + _EPS)
+    o = o / (scale * (qf * k_cum).sum(-1, keepdim=True) + EPS)
     return o.to(q.dtype), (S, k_cum[:, -1])

@@ -117,7 +117,8 @@ def ssm_section():
                 want = refs.ssd(x, dt, A, Bm, Cm, chunk_size=cs, D=Dv, initial_states=h0)
                 got = refs.ssd(x.to(dev, dtype), dt.to(dev), A.to(dev), Bm.to(dev, dtype), Cm.to(dev, dtype),
                                chunk_size=cs, D=Dv.to(dev), initial_states=h0.to(dev))
-                return f"err={[('%.1e' % rel(a, b)) for a, b in zip(got, want)]} {[a.dtype for a in got]} {refs.last_backend()}"
+                errs = [f"{rel(a, b):.1e}" for a, b in zip(got, want)]
+                return f"err={errs} {[a.dtype for a in got]} {refs.last_backend()}"
 
             case(f"ssd/{str(dtype)[6:]}/{(Bz, L, H, P, G, N, cs)}", ssd_run)
 

@@ -1,0 +1,43 @@
+"""The attention family (1.1-1.3b): solutions pass, every catalogued mistake is rejected with its hint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_rejected, assert_solution_passes, catalogue_params, solution
+
+from course_utils.exercises import grade
+from course_utils.grading.generic import BF16
+
+IDS = ["1.1", "1.2a", "1.2b", "1.3a", "1.3b"]
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_solution_passes(ex_id, capsys):
+    assert_solution_passes(ex_id, capsys)
+
+
+@pytest.mark.parametrize("ex_id", ["1.1", "1.2a", "1.3a"])
+def test_solution_passes_in_bf16(ex_id, capsys):
+    grade(ex_id, solution(ex_id), **BF16)
+    assert "bfloat16" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("ex_id, mistake", catalogue_params(IDS))
+def test_mistake_is_rejected(ex_id, mistake):
+    assert_rejected(ex_id, mistake)
+
+
+def test_associative_form_with_a_matmul_and_an_extra_column_passes():
+    """Correct code written differently from the solution: φ(K)ᵀ[V, 1] computes numerator and normaliser
+    in one matmul; the cost check must accept it."""
+
+    def associative_ones_column(q, k, v, eps=1e-6):
+        fq, fk = torch.nn.functional.elu(q.float()) + 1, torch.nn.functional.elu(k.float()) + 1
+        v1 = torch.cat([v.float(), torch.ones_like(v[..., :1], dtype=torch.float32)], dim=-1)
+        kv = fk.transpose(1, 2).transpose(-1, -2) @ v1.transpose(1, 2)  # [B, H, K, V+1]
+        out = fq.transpose(1, 2) @ kv  # [B, H, T, V+1]
+        o = out[..., :-1] / (out[..., -1:] + eps)
+        return o.transpose(1, 2).to(q.dtype)
+
+    grade("1.2b", associative_ones_column, quiet=True, device="cpu", dtypes=[torch.float32])
