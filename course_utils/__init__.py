@@ -10,6 +10,7 @@
 |                   | catalogue of mistakes                                                     |
 | exercises         | the exercises, one module per operation family; grade("N.M", fn)         |
 | feature_maps      | φ maps taught in the notebooks, kept once for the later ones             |
+| inputs            | make_inputs: random q, k, v in the course layout (taught in lab 02)      |
 | bench             | timing and memory measurements that print figures                         |
 | plots, widgets    | figures and interactive explorers used by the notebooks                   |
 | authoring         | solutions → labs, leak checks, badges, executing notebooks                |
