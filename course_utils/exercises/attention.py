@@ -13,12 +13,12 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from course_utils.conventions import QK_LAYOUT, VO_LAYOUT, resolve_scale
 from course_utils.exercises.cases import bthd, case_list, generator, randn
 from course_utils.feature_maps import phi
-from course_utils.grading import Case, Exercise, Failure, Mistake, TensorOut, Trial, fail, register
+from course_utils.grading import Case, Exercise, Failure, Mistake, TensorOut, register
+from course_utils.grading.how import forbid, no_quadratic_memory
 
 K_DIM, V_DIM = 16, 32  # K != V so that a transposed result shows in its shape
 LAYOUTS = {"q": QK_LAYOUT, "k": QK_LAYOUT, "v": VO_LAYOUT, "x": "BTHD"}
@@ -116,6 +116,14 @@ SOFTMAX_MISTAKES = (
     Mistake("masks after the softmax", softmax_attention_wrong("mask_after", mask_after=True),
             "masked after the softmax: the kept weights no longer sum to 1; set scores to -inf *before* the "
             "softmax"),
+    Mistake("calls torch's scaled_dot_product_attention", _named(
+        lambda q, k, v, causal=False, scale=None: F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal, scale=scale).transpose(1, 2),
+        "sdpa"), says=("how check", "scaled_dot_product_attention")),
+    Mistake("calls the course's reference", _named(
+        lambda q, k, v, causal=False, scale=None: _softmax_reference(
+            {"q": q, "k": k, "v": v, "causal": causal, "scale": scale}, None), "refs_softmax"),
+        says=("how check", "course_utils.refs")),
 )
 
 SOFTMAX = register(Exercise(
@@ -130,6 +138,7 @@ SOFTMAX = register(Exercise(
     input_layouts=LAYOUTS,
     grad_inputs=("q", "k", "v"),
     mistakes=SOFTMAX_MISTAKES,
+    extra_checks=(forbid("scaled_dot_product_attention", "multi_head_attention_forward"),),
     nan_hint="a fully masked row (all -inf) gives NaN; or exp overflow: subtract the row max first",
 ))
 
@@ -138,19 +147,22 @@ SOFTMAX = register(Exercise(
 
 
 def linear_attention_wrong(name: str, *, feature: Callable[[torch.Tensor], torch.Tensor] = phi,
-                           normalize: bool = True, causal_as: bool | None = None, strict: bool = False
-                           ) -> Callable[..., torch.Tensor]:
+                           normalize: bool = True, causal_as: bool | None = None, strict: bool = False,
+                           normalize_before_mask: bool = False) -> Callable[..., torch.Tensor]:
     """linear_attention(q, k, v, causal=False, eps=1e-6) with one mistake: another feature map, no
-    normaliser, the mask applied regardless of `causal`, a mask hiding the diagonal."""
+    normaliser, the mask applied regardless of `causal`, a mask hiding the diagonal, the normaliser summed
+    over all keys before the mask."""
 
     def wrong(q, k, v, causal=False, eps=1e-6):
         a = torch.einsum("bthk,bshk->bhts", feature(q.float()), feature(k.float()))
+        unmasked_sums = a.sum(-1)
         if causal if causal_as is None else causal_as:
             T = q.shape[1]
             a = a * torch.ones(T, T, device=q.device).tril(-1 if strict else 0)
         o = torch.einsum("bhts,bshv->bthv", a, v.float())
         if normalize:
-            o = o / (a.sum(-1).transpose(1, 2).unsqueeze(-1) + eps)
+            sums = unmasked_sums if normalize_before_mask else a.sum(-1)
+            o = o / (sums.transpose(1, 2).unsqueeze(-1) + eps)
         return o.to(q.dtype)
 
     return _named(wrong, name)
@@ -203,31 +215,34 @@ register(dataclasses.replace(
         Mistake("mask when not causal", linear_attention_wrong("always_causal", causal_as=True), CAUSAL_WHEN_NOT),
         Mistake("the mask hides the diagonal", linear_attention_wrong("strict", strict=True),
                 "the mask also hides the diagonal: keep s <= t (tril(..., 0))"),
+        Mistake("normaliser summed before the mask", linear_attention_wrong("norm_before_mask",
+                                                                            normalize_before_mask=True),
+                "the normaliser sums over every key, the future ones too: with causal=True it sums "
+                "phi(q_t) . phi(k_s) over s <= t only (mask first, then take the row sums)"),
     ),
+    extra_checks=(forbid(),),
 ))
 
-_BIG_T, _SMALL_D = 512, 8
-
-
-def _check_linear_cost(trial: Trial, fn: Callable[..., Any]) -> None:
-    """The associative form must not build the T×T matrix: count its matmul FLOPs at T=512, d=8."""
+def _linear_probe(T: int, device: torch.device) -> tuple[tuple, dict]:
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (randn(gen, 1, _BIG_T, 1, _SMALL_D).to(trial.device) for _ in range(3))
-    with FlopCounterMode(display=False) as counter:
-        trial.call(fn, (q, k, v), {}, f"{trial.fn_name}(q, k, v)", where=f"(cost check, T={_BIG_T})")
-    flops = counter.get_total_flops()
-    quadratic = 2 * _BIG_T * _BIG_T * _SMALL_D
-    if flops >= quadratic // 4:
-        fail(f"cost check: at T={_BIG_T}, d={_SMALL_D} your function does {flops:,} matmul FLOPs; forming "
-             f"phi(Q) phi(K)^T alone costs {quadratic:,} (O(T^2 d)) — the associative form needs ~"
-             f"{4 * _BIG_T * _SMALL_D * _SMALL_D:,} (O(T d^2))",
-             "compute phi(K)^T V first (a [d, d_v] matrix per head), then phi(Q) @ (phi(K)^T V): that is the "
-             "point of associativity (Katharopoulos et al. 2020, §3.2)")
+    return tuple(randn(gen, 1, T, 1, 4).to(device) for _ in range(3)), {}
+
+
+ASSOCIATIVITY = ("compute phi(K)^T V first (a [d, d_v] matrix per head) and the sum of phi(K), then multiply by "
+                 "phi(Q): that is the point of associativity (Katharopoulos et al. 2020, §3.2)")
 
 
 def _quadratic_noncausal(q, k, v, eps=1e-6):
     """Right values, wrong cost: the T×T matrix of the quadratic form."""
     return linear_attention_wrong("quadratic")(q, k, v, False, eps)
+
+
+def _broadcast_noncausal(q, k, v, eps=1e-6):
+    """Right values, T×T memory without a single matmul (invisible to a FLOP counter)."""
+    fq, fk = phi(q.float()), phi(k.float())
+    a = (fq[:, :, None] * fk[:, None, :]).sum(-1)  # [B, T, S, H]
+    o = (a[..., None] * v.float()[:, None]).sum(2)  # [B, T, H, V]
+    return (o / (a.sum(2)[..., None] + eps)).to(q.dtype)
 
 
 register(dataclasses.replace(
@@ -236,12 +251,15 @@ register(dataclasses.replace(
     fn_name="linear_attention_associative",
     signature="linear_attention_associative(q, k, v, eps=1e-6) -> o [B, T, H, V]",
     cases=_attention_cases(False),
-    extra_checks=(_check_linear_cost,),
+    extra_checks=(forbid(), no_quadratic_memory(_linear_probe, what="the T×T matrix phi(Q) phi(K)^T",
+                                                hint=ASSOCIATIVITY)),
     mistakes=LINEAR_MISTAKES + (
         Mistake("causal", linear_attention_wrong("causal", causal_as=True),
                 "causal: this exercise is the non-causal (bidirectional) form, every query reads all keys"),
         Mistake("the quadratic form (a T×T matrix)", _named(_quadratic_noncausal, "quadratic"),
-                says=("associativity",)),
+                says=("memory check", "associativity")),
+        Mistake("T×T by broadcast multiply-and-sum (no matmul)", _named(_broadcast_noncausal, "broadcast"),
+                says=("memory check", "associativity")),
     ),
 ))
 

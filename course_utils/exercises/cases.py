@@ -31,9 +31,9 @@ def bthd(gen: torch.Generator, case: Case, D: int, device: torch.device) -> torc
 
 
 def case_list(base: dict[str, Any], rows: list[dict[str, Any]], seed: int, dtypes: list[torch.dtype],
-              half: dict[str, Any] | None = None) -> list[Case]:
-    """Cases {**base, **row} seeded seed, seed+1, ... (a row's "grad": True makes a gradient case), then one
-    case {**base, **half} per reduced-precision dtype the environment supports (GPU only)."""
+              half: dict[str, Any] | list[dict[str, Any]] | None = None) -> list[Case]:
+    """Cases {**base, **row} seeded seed, seed+1, ... (a row's "grad": True makes a gradient case), then for
+    each `half` row one case {**base, **half} per reduced-precision dtype the environment supports (GPU only)."""
     def make(row: dict[str, Any], dtype: torch.dtype, seed: int) -> Case:
         row = dict(row)
         grad = bool(row.pop("grad", False))
@@ -41,7 +41,9 @@ def case_list(base: dict[str, Any], rows: list[dict[str, Any]], seed: int, dtype
         return Case({**dims, **base, "dtype": dtype, **row}, seed=seed, grad=grad)
 
     cases = [make(row, torch.float32, seed + i) for i, row in enumerate(rows)]
-    if half is not None:
-        reduced = [d for d in dtypes if d != torch.float32]
-        cases += [make(half, dt, seed + len(rows) + j) for j, dt in enumerate(reduced)]
+    reduced = [d for d in dtypes if d != torch.float32]
+    halves = [] if half is None else [half] if isinstance(half, dict) else half
+    for row in halves:
+        for dt in reduced:
+            cases.append(make(row, dt, seed + len(cases)))
     return cases

@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from course_utils.conventions import (
     EPS,
@@ -43,6 +42,7 @@ from course_utils.grading import (
     register,
 )
 from course_utils.grading.checks import check_form
+from course_utils.grading.how import TorchCalls, forbid, no_quadratic_memory
 
 K_DIM, V_DIM = 16, 32  # K != V so that a transposed state shows in its shape
 LAYOUTS = {"q": QK_LAYOUT, "k": QK_LAYOUT, "v": VO_LAYOUT, "initial_state": STATE_LAYOUT, "state": STATE_LAYOUT}
@@ -253,6 +253,54 @@ def _z_diagnose(f: Failure) -> str | None:
     return None
 
 
+def _probe(T: int, device: torch.device, **kwargs: Any) -> tuple[tuple, dict]:
+    """Inputs of length T with tiny other dims (B = H = 1, K = V = 4): a T×T tensor dominates any linear one."""
+    gen = torch.Generator().manual_seed(0)
+    q, k = (phi(randn(gen, 1, T, 1, 4)).to(device) for _ in range(2))
+    return (q, k, randn(gen, 1, T, 1, 4).to(device)), kwargs
+
+
+def _parallel_as_recurrent(q, k, v, scale=None, initial_state=None, normalize=False):
+    """Right values through the masked T×T matrix of Exercise 2.1: not the recurrent form."""
+    s = resolve_scale(scale, q.shape[-1])
+    a = s * torch.einsum("bthk,bshk->bhts", q.float(), k.float()).tril()
+    S0, z0 = _split(initial_state)
+    o = torch.einsum("bhts,bshv->bthv", a, v.float())
+    S = torch.einsum("bthk,bthv->bhkv", k.float(), v.float())
+    if S0 is not None:
+        o, S = o + s * torch.einsum("bthk,bhkv->bthv", q.float(), S0.float()), S + S0.float()
+    if normalize:
+        z_t = k.float().cumsum(1) + (0 if z0 is None else z0.float()[:, None])
+        o = o / (s * (q.float() * z_t).sum(-1, keepdim=True) + EPS)
+        return o.to(q.dtype), (S, z_t[:, -1])
+    return o.to(q.dtype), S
+
+
+def _via_refs(q, k, v, scale=None, initial_state=None, normalize=False):
+    from course_utils.refs import linear_attn
+
+    return linear_attn.linear_attention(q, k, v, scale=scale, initial_state=initial_state, normalize=normalize)
+
+
+def _bf16_state(q, k, v, scale=None, initial_state=None, normalize=False):
+    """The RNN form with the state kept in the input dtype (bf16 rounding at every one of T additions);
+    right otherwise (the normalised form is computed properly)."""
+    if normalize:
+        return core()(q, k, v, scale, initial_state, normalize)
+    s = resolve_scale(scale, q.shape[-1])
+    S = q.new_zeros(q.shape[0], q.shape[2], q.shape[3], v.shape[-1]) if initial_state is None else initial_state
+    outs = []
+    for t in range(q.shape[1]):
+        S = S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        outs.append(s * torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    return torch.stack(outs, 1), S
+
+
+BF16_STATE = ("the state loses precision over a long sequence: keep S (and z) in float32 and cast only the "
+              "output back to the input dtype — a bf16 state rounds away small updates once it has grown "
+              "(fla's kernels accumulate in float32 too)")
+
+
 RECURRENT = Exercise(
     id="2.2",
     fn_name="recurrent_linear_attention",
@@ -265,13 +313,22 @@ RECURRENT = Exercise(
         {"B": 2, "T": 63, "H": 3, "normalize": True},
         {"B": 2, "T": 100, "H": 2, "normalize": True, "initial_state": True},
         {"B": 2, "T": 63, "H": 3, "initial_state": True, "noncontiguous": True},
-    ], 1, dtypes, half={"B": 2, "T": 100, "H": 2, "initial_state": True}),
+    ], 1, dtypes, half=[{"B": 2, "T": 100, "H": 2, "initial_state": True},
+                         {"B": 1, "T": 2048, "H": 1}]),  # long: a state accumulated in bf16 drifts
     make_inputs=make_qkv,
     expected=reference,
     output=output_node,
     positional=("q", "k", "v"),
     input_layouts=LAYOUTS,
-    mistakes=formula_mistakes("recurrent"),
+    mistakes=formula_mistakes("recurrent") + (
+        Mistake("the T×T parallel form (Exercise 2.1)", as_form("recurrent", _parallel_as_recurrent, "parallel"),
+                says=("memory check",)),
+        Mistake("calls the course's reference", as_form("recurrent", _via_refs, "via_refs"),
+                says=("how check", "course_utils.refs")),
+        Mistake("state accumulated in bf16", as_form("recurrent", _bf16_state, "bf16_state"), BF16_STATE,
+                options={"device": "cpu", "dtypes": [torch.float32, torch.bfloat16]}),
+    ),
+    extra_checks=(forbid(), no_quadratic_memory(_probe, what="a T×T matrix (the parallel form)")),
     diagnose=_z_diagnose,
     nan_hint=NORMALIZER_NAN,
 )
@@ -297,6 +354,7 @@ register(dataclasses.replace(
     output=TensorOut("o", VO_LAYOUT),
     grad_inputs=("q", "k", "v"),
     diagnose=None,
+    extra_checks=(forbid(),),
     mistakes=formula_mistakes("parallel") + (
         Mistake("q detached (no gradient)", as_form("parallel", lambda q, k, v, *a: core()(q.detach(), k, v, *a),
                                                     "detached_q"), says=("dq is None",)),
@@ -381,6 +439,7 @@ register(dataclasses.replace(
     positional=(),
     run=_run_steps,
     diagnose=None,
+    extra_checks=(forbid(),),
     nan_hint=RECURRENT.nan_hint,
     mistakes=(
         Mistake("reads the state before updating", step_wrong("exclusive", exclusive=True), EXCLUSIVE),
@@ -449,6 +508,49 @@ def _raising_backward(q, k, v, scale=None, initial_state=None, normalize=False):
     return _RaisingBackward.apply(q, k, v)
 
 
+class _SweepsWithAMistake(torch.autograd.Function):
+    """Exercise 2.4's two sweeps, vectorised, with one mistake (flags): dq from S_{t-1} instead of S_t
+    ("dq_before"), G_t without the current token's q_t do_t^T ("g_exclusive"), the final state's gradient
+    ignored ("no_dS")."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, S0, scale, mistake):
+        ctx.save_for_backward(q, k, v, S0)
+        ctx.scale, ctx.mistake = scale, mistake
+        return core()(q, k, v, scale, S0)
+
+    @staticmethod
+    def backward(ctx, do, dS):
+        q, k, v, S0 = (t.float() for t in ctx.saved_tensors)
+        s, mistake, do = ctx.scale, ctx.mistake, do.float()
+        kv = torch.einsum("bthk,bthv->bthkv", k, v)
+        S_t = kv.cumsum(1) + S0[:, None]
+        if mistake == "dq_before":
+            S_t = S_t - kv
+        dq = s * torch.einsum("bthkv,bthv->bthk", S_t, do)
+        qdo = s * torch.einsum("bthk,bthv->bthkv", q, do)
+        G_t = qdo.flip(1).cumsum(1).flip(1)  # sum over u >= t
+        if mistake == "g_exclusive":
+            G_t = G_t - qdo
+        if mistake != "no_dS":
+            G_t = G_t + dS.float()[:, None]
+        dk = torch.einsum("bthkv,bthv->bthk", G_t, v)
+        dv = torch.einsum("bthkv,bthk->bthv", G_t, k)
+        d_init = G_t[:, 0] + (qdo[:, 0] if mistake == "g_exclusive" else 0)
+        dtype = ctx.saved_tensors[0].dtype
+        return dq.to(dtype), dk.to(dtype), dv.to(dtype), d_init.to(S0.dtype), None, None
+
+
+def _sweeps_wrong(mistake: str) -> Callable[..., Any]:
+    def wrong(q, k, v, scale=None, initial_state=None, normalize=False):
+        S0 = q.new_zeros(q.shape[0], q.shape[2], q.shape[3], v.shape[-1]) if initial_state is None \
+            else initial_state
+        return _SweepsWithAMistake.apply(q, k, v, S0, resolve_scale(scale, q.shape[-1]), mistake)
+
+    wrong.__name__ = f"sweeps_{mistake}"
+    return wrong
+
+
 def _grad_diagnose(f: Failure) -> str | None:
     """A gradient right only at the last steps means the state was cut from the graph inside the loop."""
     if f.kind == "shape":
@@ -497,6 +599,15 @@ register(dataclasses.replace(
                 says=("backward pass", "ValueError: backward not written yet", "in backward")),
         Mistake("forward already wrong", _recurrent(core(scale_as="none"), "no_scale"),
                 says=("fix exercise 2.2 first",)),
+        Mistake("forward sweep reads S_{t-1} for dq_t", _sweeps_wrong("dq_before"),
+                "dq_t reads the state *including* token t: in the forward sweep add k_t v_t^T to S first, "
+                "then dq_t = scale * S_t do_t (the output o_t read S_t)"),
+        Mistake("backward sweep misses the current token", _sweeps_wrong("g_exclusive"),
+                "dk_t and dv_t must see G_t, which already includes scale * q_t do_t^T (o_t reads S_t, which "
+                "holds k_t v_t^T): add the current token to G before reading dk_t, dv_t"),
+        Mistake("ignores d_final_state", _sweeps_wrong("no_dS"),
+                "the final state's gradient is ignored: the backward sweep starts from G = d_final_state (the "
+                "loss also depends on the returned state), not from zeros"),
     ),
 ))
 
@@ -603,7 +714,13 @@ def chunk_mistakes() -> tuple[Mistake, ...]:
         Mistake("ragged last chunk dropped from o", chunk_wrong("drops_tail", ragged="drop"),
                 says=("your output drops it",)),
         Mistake("padded length returned", chunk_wrong("padded", ragged="pad"), says=("zero-padded length",)),
+        Mistake("one T×T block, chunk_size ignored", _one_chunk, says=("memory check",)),
     )
+
+
+def _one_chunk(q, k, v, chunk_size=DEFAULT_CHUNK, scale=None, initial_state=None):
+    """Right values, but the whole sequence as one chunk: a T×T product whatever chunk_size says."""
+    return chunk_wrong("one_chunk")(q, k, v, q.shape[1], scale, initial_state)
 
 
 CHUNKWISE = dataclasses.replace(
@@ -624,6 +741,8 @@ CHUNKWISE = dataclasses.replace(
     grad_inputs=("q", "k", "v", "initial_state"),
     diagnose=_chunk_diagnose,
     exception_hint=_ragged,
+    extra_checks=(forbid(), no_quadratic_memory(lambda T, device: _probe(T, device, chunk_size=16),
+                                                what="a T×T matrix although chunk_size=16")),
 )
 """3.1 and 3.3 compute the same thing (3.3 without a loop over chunks): one spec."""
 
@@ -636,18 +755,6 @@ register(dataclasses.replace(CHUNKWISE, mistakes=chunk_mistakes() + (
 # ------------------------------------------------------------------------------------------ 3.3 batched
 
 
-class _CountTorchCalls(TorchFunctionMode):
-    """Counts torch function and tensor-method calls made inside the `with` block (a loop shows up as more)."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.calls += 1
-        return func(*args, **(kwargs or {}))
-
-
 _FEW, _MANY, _LOOP_C = 4, 32, 8  # chunks in the two probes, and their chunk size
 
 
@@ -656,7 +763,7 @@ def _torch_calls(trial: Trial, fn: Callable[..., Any], n_chunks: int) -> int:
     T = n_chunks * _LOOP_C - 3  # ragged, like the graded cases
     q, k = (randn(gen, 1, T, 2, 8).abs().to(trial.device) for _ in range(2))
     v = randn(gen, 1, T, 2, 8).to(trial.device)
-    with _CountTorchCalls() as counter, torch.no_grad():
+    with TorchCalls() as counter, torch.no_grad():
         trial.call(fn, (q, k, v), {"chunk_size": _LOOP_C}, f"{trial.fn_name}(q, k, v, chunk_size={_LOOP_C})",
                    where=f"(loop check, T={T})")
     return counter.calls
@@ -689,7 +796,7 @@ register(dataclasses.replace(
     signature=("chunk_linear_attention_batched(q, k, v, chunk_size=16, scale=None, initial_state=None) "
                "-> (o, final_state)"),
     exception_hint=_ragged_batched,
-    extra_checks=(_check_no_chunk_loop,),
+    extra_checks=CHUNKWISE.extra_checks + (_check_no_chunk_loop,),
     mistakes=tuple(m for m in chunk_mistakes() if m.name != "ragged last chunk skipped") + (
         Mistake("loops over chunks (Exercise 3.1's answer)", chunk_wrong("chunk_loop"), says=("loop check",)),
     ),

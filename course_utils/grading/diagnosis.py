@@ -36,7 +36,9 @@ def _diagnose(trial: Trial, failure: Failure) -> str | None:
 
 
 def mistake_outputs(trial: Trial) -> list[tuple[Any, Any]]:
-    """(mistake, output) for every catalogued mistake with a hint, run on the failing case (cached)."""
+    """(mistake, {leaf name: value}) for every catalogued mistake with a hint, run on the failing case
+    (cached). In a gradient check the values are the mistake's input gradients ("gradient dq", ...), for
+    the mistakes whose forward output is right (the student's forward passed already)."""
     if trial._mistake_outputs is None:
         from course_utils.grading.trial import Fail, snapshot
 
@@ -46,16 +48,41 @@ def mistake_outputs(trial: Trial) -> list[tuple[Any, Any]]:
         for mistake in trial.exercise.mistakes:
             if mistake.hint is None:
                 continue
-            inputs = snapshot(trial.inputs)
             try:
-                with torch.no_grad():
-                    out = trial.outputs_of(mistake.wrong_fn, inputs)
+                if trial.grad_loss is None:
+                    with torch.no_grad():
+                        out = _by_name(node, trial.outputs_of(mistake.wrong_fn, snapshot(trial.inputs)))
+                else:
+                    out = _mistake_grads(trial, mistake.wrong_fn)
             except (Fail, Exception):  # a mistake that cannot run on this case names nothing here
                 continue
-            outs.append((mistake, _by_name(node, out)))
+            if out:
+                outs.append((mistake, out))
         trial.last_call, trial.noncontiguous = last_call, noncontiguous
         trial._mistake_outputs = outs
     return trial._mistake_outputs
+
+
+def _mistake_grads(trial: Trial, wrong_fn: Any) -> dict[str, Any]:
+    from course_utils.grading.checks import leaves
+
+    node, weights, names = trial.grad_loss
+    inputs = {n: (v.detach().clone().requires_grad_(n in names) if isinstance(v, torch.Tensor) else v)
+              for n, v in trial.inputs.items()}
+    out = trial.outputs_of(wrong_fn, inputs)
+    pairs = leaves(node, out)
+    if not all(_close(v, e, trial.tol) for (_, v), (_, e) in zip(pairs, leaves(node, trial.expected))):
+        return {}  # its forward is wrong too: not what the student did
+    loss = sum((v.float() * w).sum() for (_, v), w in zip(pairs, weights)
+               if w is not None and isinstance(v, torch.Tensor) and v.requires_grad)
+    wrt = [n for n in names if isinstance(inputs.get(n), torch.Tensor)]
+    grads = torch.autograd.grad(loss, [inputs[n] for n in wrt], allow_unused=True)
+    return {f"gradient {grad_name(n)}": g for n, g in zip(wrt, grads) if g is not None}
+
+
+def grad_name(name: str) -> str:
+    """dq for q, d(initial_state) for initial_state."""
+    return f"d{name}" if name in "qkv" else f"d({name})"
 
 
 def _by_name(node: Any, value: Any) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from typing import Any, Callable
 import torch
 
 from course_utils.grading.checks import check_form, check_values, leaves, tolerance
+from course_utils.grading.diagnosis import grad_name
+from course_utils.grading.how import portable
 from course_utils.grading.spec import Case, Exercise, TensorOut, dtype_name
 from course_utils.grading.trial import Fail, Trial, check_not_mutated, fail, format_exception, indent, snapshot
 
@@ -35,6 +37,7 @@ class Result:
     passed: bool
     message: str
     details: str = ""
+    warnings: tuple[str, ...] = ()
 
     @property
     def summary(self) -> str:
@@ -160,10 +163,11 @@ def _check_grads(trial: Trial, node: Any, got: Any, exp_grads: list[Any]) -> flo
              "an in-place change of a tensor autograd saved (x += ..., x[...] = ...) or a custom backward "
              "returning the wrong number/shape of gradients?")
     worst = 0.0
-    grad_trial = Trial(ex, case, trial.device, inputs, trial.fn_name, 2 * trial.tol, trial.expected)
-    grad_trial._mistake_outputs = []  # the catalogue names forward mistakes; a gradient has its own hooks
+    weights = _loss_weights(node, trial.expected, case.seed)
+    grad_trial = Trial(ex, case, trial.device, inputs, trial.fn_name, 2 * trial.tol, trial.expected,
+                       grad_loss=(node, weights, ex.grad_inputs))
     for (name, t), g, e in zip(grad_leaves, grads, exp_grads):
-        gname = f"d{name}" if name in "qkv" else f"d({name})"
+        gname = grad_name(name)
         if g is None:
             if e.abs().max().item() == 0:
                 continue
@@ -215,7 +219,10 @@ def evaluate(ex: Exercise, fn: Callable[..., Any], device: torch.device | str | 
         except Fail as f:
             f.last_call = trial.last_call
             return Result(ex.id, fn_name, False, _failure_message(ex, fn_name, f, None, None, len(cases)))
-    return Result(ex.id, fn_name, True, "", _details(cases, device, backends, worst))
+    # A CPU-only student has not met a GPU yet: warn now about tensors created without a device.
+    warning = portable(Trial(ex, cases[0], device, {}, fn_name), fn) if device.type == "cpu" else None
+    return Result(ex.id, fn_name, True, "", _details(cases, device, backends, worst),
+                  (warning,) if warning else ())
 
 
 def grade(ex: Exercise, fn: Callable[..., Any], device: torch.device | str | None = None,
@@ -230,6 +237,8 @@ def grade(ex: Exercise, fn: Callable[..., Any], device: torch.device | str | Non
     if not quiet:
         print(f"✅ Exercise {ex.id} passed: {result.fn_name}")
         print(f"   details: {result.details}")
+        for warning in result.warnings:
+            print(f"   {warning}")
     return result
 
 

@@ -46,6 +46,8 @@ class Trial:
     expected: Any = None
     noncontiguous: bool = False
     last_call: str = ""
+    # gradient checks: (output structure, loss weights, names of the inputs whose gradients are compared)
+    grad_loss: tuple[Any, list[Any], tuple[str, ...]] | None = None
     _mistake_outputs: list[tuple[Any, Any]] | None = field(default=None, repr=False)
 
     # ---------------------------------------------------------------------------------------- calling

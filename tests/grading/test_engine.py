@@ -1,0 +1,115 @@
+"""The grading engine's behaviour that no single exercise owns: failure messages, options, stubs, how
+exceptions and devices are explained, portability warnings, and the engine's independence from the
+exercises (it takes an Exercise; the registry lives in course_utils.exercises)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from course_utils.exercises import grade
+from course_utils.exercises.linear_attention import core
+from course_utils.grading.generic import CPU
+
+
+def recurrent(q, k, v, scale=None, initial_state=None, normalize=False):
+    return core()(q, k, v, scale, initial_state, normalize)
+
+
+def exclusive(q, k, v, scale=None, initial_state=None, normalize=False):
+    return core(exclusive=True)(q, k, v, scale, initial_state, normalize)
+
+
+def test_failure_message_reads_like_a_review():
+    with pytest.raises(AssertionError) as info:
+        grade("2.2", exclusive, **CPU)
+    msg = str(info.value)
+    for part in ("fails case 1/", "B=1 T=63 H=2", "float32", "relative RMS error", "max abs error",
+                 "first wrong at (b=0, t=0, h=0, :)", "expected [", "got      [", "hint: state updated after"):
+        assert part in msg, (part, msg)
+
+
+def test_head_first_message_names_both_shapes():
+    with pytest.raises(AssertionError) as info:
+        grade("2.2", lambda *a, **k: (recurrent(*a, **k)[0].transpose(1, 2), recurrent(*a, **k)[1]), **CPU)
+    assert ("expected shape [1, 63, 2, 32], got [1, 2, 63, 32] — looks head-first [B,H,T,D]; the course uses "
+            "[B,T,H,D]") in str(info.value)
+
+
+def test_unknown_exercise_and_options():
+    with pytest.raises(ValueError, match="unknown exercise"):
+        grade("9.9", recurrent)
+    with pytest.raises(TypeError, match="unknown options"):
+        grade("2.2", recurrent, devcie="cpu")
+    with pytest.raises(TypeError, match="expects your function"):
+        grade("2.2", None)
+
+
+def test_wrong_signature_is_explained():
+    with pytest.raises(AssertionError, match="the function must accept the arguments of the spec"):
+        grade("2.2", lambda q, k, v: recurrent(q, k, v), **CPU)
+
+
+def test_stub_raises_not_implemented_unchanged():
+    def stub(q, k, v, scale=None, initial_state=None, normalize=False):
+        raise NotImplementedError("Exercise 2.2: write the recurrent form")
+
+    with pytest.raises(NotImplementedError, match="Exercise 2.2: write the recurrent form"):
+        grade("2.2", stub, **CPU)
+
+
+def _loop_with_cpu_state(q, k, v, scale=None, initial_state=None, normalize=False):
+    """Correct on a CPU; the states are made without a device, the commonest failure on a GPU."""
+    B, T, H, K = q.shape
+    S0, z0 = initial_state if isinstance(initial_state, tuple) else (initial_state, None)
+    S = torch.zeros(B, H, K, v.shape[-1]) if S0 is None else S0.float()
+    z = torch.zeros(B, H, K) if z0 is None else z0.float()
+    s = K ** -0.5 if scale is None else scale
+    outs = []
+    for t in range(T):
+        S = S + k[:, t, :, :, None].float() * v[:, t, :, None, :].float()
+        z = z + k[:, t].float()
+        o = s * torch.einsum("bhk,bhkv->bhv", q[:, t].float(), S)
+        outs.append(o / (s * (q[:, t].float() * z).sum(-1, keepdim=True) + 1e-10) if normalize else o)
+    o = torch.stack(outs, 1).to(q.dtype)
+    return (o, (S, z)) if normalize else (o, S)
+
+
+def test_a_cpu_only_student_is_warned_about_devices(capsys):
+    grade("2.2", _loop_with_cpu_state, **CPU)
+    out = capsys.readouterr().out
+    assert out.startswith("✅ Exercise 2.2 passed: _loop_with_cpu_state")
+    assert "⚠ portability: on a GPU this function will fail" in out and "device=q.device" in out
+
+
+def test_device_mismatch_gets_a_hint():
+    def mixes(q, k, v, scale=None, initial_state=None, normalize=False):
+        return recurrent(q, k, v, scale, initial_state, normalize)[0] + torch.zeros(1, device="meta"), None
+
+    with pytest.raises(AssertionError, match="device=q.device"):
+        grade("2.2", mixes, **CPU)
+
+
+def test_an_error_in_one_row_is_caught_although_the_rms_is_small():
+    """A row-confined error fails with the row named even where the tensor-wide RMS stays within tolerance."""
+
+    def one_bad_row(q, k, v, scale=None, initial_state=None, normalize=False):
+        o, S = recurrent(q, k, v, scale, initial_state, normalize)
+        o = o.clone()
+        rms_row = o.reshape(-1, o.shape[-1]).norm(dim=-1).pow(2).mean().sqrt()
+        o[0, 40, 1, 0] += 8e-4 * rms_row  # one row of 126 off by 8e-4: ≈ 7e-5 < 1e-4 over the whole tensor
+        return o, S
+
+    with pytest.raises(AssertionError) as info:
+        grade("2.2", one_bad_row, **CPU)
+    assert "within tolerance, but the worst row" in str(info.value) and "t in [40, 40]" in str(info.value)
+
+
+def test_the_engine_does_not_import_the_exercises():
+    code = ("import sys, course_utils.grading.engine; "
+            "print(any(m.startswith('course_utils.exercises') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
