@@ -165,6 +165,23 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     return int(counter.get_total_flops())
 
 
+def counted_attention_flops(N: int, d: int, dv: int | None = None, *, kind: str, B: int = 1, H: int = 1) -> int:
+    """What FlopCounterMode counts for the products of one attention form, on `meta` tensors (nothing is
+    computed): the measured side of `attention_flops`, independent of how anyone's code is written.
+
+    kind="softmax": Q K^T, then the weights times V.  kind="linear": phi(K)^T V, phi(Q) (phi(K)^T V), and the
+    normaliser phi(Q) z.
+    """
+    dv = d if dv is None else dv
+    q, k = torch.empty(B, H, N, d, device="meta"), torch.empty(B, H, N, d, device="meta")
+    v = torch.empty(B, H, N, dv, device="meta")
+    if kind == "softmax":
+        return count_flops(lambda: (q @ k.transpose(-1, -2)).softmax(-1) @ v)
+    if kind == "linear":
+        return count_flops(lambda: (q @ (k.transpose(-1, -2) @ v), q @ k.sum(-2, keepdim=True).transpose(-1, -2)))
+    raise ValueError(f"counted_attention_flops: kind must be 'softmax' or 'linear'; got {kind!r}.")
+
+
 def attention_flops(
     N: int, d: int, dv: int | None = None, *, kind: str, B: int = 1, H: int = 1, normalizer: bool = True
 ) -> int:
