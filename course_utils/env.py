@@ -127,10 +127,10 @@ def detect(capability: tuple[int, int] | None = ..., colab: bool | None = None) 
         gpu_name=torch.cuda.get_device_name(0) if has_gpu and torch.cuda.is_available() else None,
     )
     if has_gpu:
-        env.dtypes = [torch.float32, torch.float16]
-        if capability >= (8, 0):
-            env.dtypes.append(torch.bfloat16)
-        else:
+        # one half-precision dtype per GPU: each dtype compiles (and autotunes) every kernel again on
+        # first use, and bf16 is what Ampere and later train in; fp16 where there is no bf16 (a T4)
+        env.dtypes = [torch.float32, torch.bfloat16 if capability >= (8, 0) else torch.float16]
+        if capability < (8, 0):
             env.warnings.append(
                 f"sm_{capability[0]}{capability[1]} (e.g. a T4) has no bf16 and no TF32: the labs use fp32 "
                 "(and fp16 where a kernel supports it)."

@@ -45,6 +45,7 @@ class Result:
 
 
 _CACHE: dict[tuple, Reference] = {}
+_COMPILED: set[tuple] = set()  # (reference, dtype, backward) already run on the GPU in this process
 
 
 def _ref_inputs(inputs: dict[str, Any], grad_names: tuple[str, ...]) -> dict[str, Any]:
@@ -94,6 +95,10 @@ def reference(ex: Exercise, case: Case, device: torch.device, inputs: dict[str, 
         return _CACHE[key]
     grad_names = ex.grad_inputs if case.grad else ()
     ref_in = _ref_inputs(inputs, grad_names)
+    if device.type == "cuda" and (ex.expected, case.dtype, bool(grad_names)) not in _COMPILED:
+        _COMPILED.add((ex.expected, case.dtype, bool(grad_names)))
+        print(f"compiling: the first {dtype_name(case.dtype)} call of this reference on the GPU compiles its "
+              "Triton kernels (seconds; tuned kernels can take a minute); later calls take milliseconds", flush=True)
     with torch.set_grad_enabled(bool(grad_names)), backends_used() as used:
         out = ex.expected(ref_in, case)
     backend = ex.reference_name or "; ".join(used) or "course_utils.refs"
