@@ -39,22 +39,43 @@ BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(https://colab\.research\.g
 README_LINK = re.compile(r"colab\.research\.google\.com/github/[^/]+/[^/]+/blob/[^/]+/")
 
 SETUP_TAG = "setup"
+SOURCE_VAR = "COURSE_UTILS_SOURCE"  # the setup cell's stand-in for the release (scripts/colab_sim.py)
 SETUP_CELL = f'''# Setup — the same first cell in every notebook. On Colab it installs the course at a pinned release
-# plus flash-linear-attention and mamba-ssm's Python/Triton parts (Colab's own torch is kept);
-# anywhere else it only imports. pip failures stop the cell (check=True): read the error above it.
+# plus flash-linear-attention and mamba-ssm's Python/Triton parts (Colab's own torch is kept) and prints how
+# long that took; anywhere else it only imports. A failed pip stops the cell and prints pip's whole output.
 import importlib.util
 import os
 import subprocess
 import sys
+import time
 
-if "google.colab" in sys.modules and importlib.util.find_spec("course_utils") is None:
-    pip = [sys.executable, "-m", "pip", "install"]
-    subprocess.run(pip + ["course-utils @ git+https://github.com/{project.REPO}@{project.TAG}",
-                          "flash-linear-attention=={project.FLA_VERSION}", "fla-core=={project.FLA_VERSION}"],
-                   check=True)
+
+def pip_install(*args, **environ):
+    """pip install, its output captured (a notebook may not show a subprocess's own) and all shown on failure."""
+    try:
+        out = subprocess.run([sys.executable, "-m", "pip", "install", "--no-color", "--progress-bar", "off", *args],
+                             check=True, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             env={{**os.environ, **environ}}).stdout
+    except subprocess.CalledProcessError as failed:
+        print(failed.stdout)  # pip's own account of what went wrong
+        raise
+    print("\\n".join(line for line in out.splitlines()
+                    if line.startswith(("Successfully", "ERROR")) or "incompatible" in line))
+
+
+missing = [name for name in ("course_utils", "fla", "mamba_ssm") if importlib.util.find_spec(name) is None]
+if "google.colab" in sys.modules and missing:
+    start = time.perf_counter()
+    print("Installing the course, flash-linear-attention and mamba-ssm (about a minute) ...")
+    release = "course-utils @ git+https://github.com/{project.REPO}@{project.TAG}"
+    # {SOURCE_VAR} replaces the release in tests (scripts/colab_sim.py); students leave it unset.
+    pip_install(os.environ.get("{SOURCE_VAR}", release),
+                "flash-linear-attention=={project.FLA_VERSION}", "fla-core=={project.FLA_VERSION}")
     # mamba-ssm's default build compiles CUDA for ten architectures (30-60 min); skip it.
-    subprocess.run(pip + ["--no-build-isolation", "--no-deps", "mamba-ssm=={project.MAMBA_VERSION}"], check=True,
-                   env={{**os.environ, "MAMBA_FORCE_BUILD": "TRUE", "MAMBA_SKIP_CUDA_BUILD": "TRUE"}})
+    pip_install("--no-build-isolation", "--no-deps", "mamba-ssm=={project.MAMBA_VERSION}",
+                MAMBA_FORCE_BUILD="TRUE", MAMBA_SKIP_CUDA_BUILD="TRUE")
+    importlib.invalidate_caches()  # so that this kernel sees what pip just added
+    print(f"installed in {{time.perf_counter() - start:.0f}} s")
 
 from course_utils import grade, setup
 
