@@ -66,3 +66,18 @@ def assert_solution_passes(ex_id: str, capsys: pytest.CaptureFixture[str]) -> No
         lines = capsys.readouterr().out.splitlines()
         assert lines[0] == f"✅ Exercise {ex_id} passed: {fn.__name__}"
         assert lines[1].startswith("   details: ") and len(lines) == 2
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A family's test module lists its exercise ids in IDS; a test asking for `ex_id` runs once per id, and
+    one asking for `ex_id, mistake` once per catalogued mistake (unless it parametrizes them itself)."""
+    ids = getattr(metafunc.module, "IDS", None)
+    explicit = {name for m in metafunc.definition.iter_markers("parametrize")
+                for name in (m.args[0].split(",") if isinstance(m.args[0], str) else m.args[0])}
+    explicit = {n.strip() for n in explicit}
+    if ids is None or explicit & {"ex_id", "mistake"}:
+        return
+    if "mistake" in metafunc.fixturenames:
+        metafunc.parametrize("ex_id, mistake", catalogue_params(ids))
+    elif "ex_id" in metafunc.fixturenames:
+        metafunc.parametrize("ex_id", ids)

@@ -3,9 +3,8 @@ with its hint, and correct code written differently passes too."""
 
 from __future__ import annotations
 
-import pytest
 import torch
-from conftest import assert_rejected, assert_solution_passes, catalogue_params, solution
+from conftest import assert_rejected, assert_solution_passes, solution
 
 from course_utils.exercises import grade
 from course_utils.grading.generic import BF16, CPU
@@ -13,19 +12,16 @@ from course_utils.grading.generic import BF16, CPU
 IDS = ["2.1", "2.2", "2.3", "2.4", "3.1", "3.3"]
 
 
-@pytest.mark.parametrize("ex_id", IDS)
-def test_solution_passes(ex_id, capsys):
+def test_solution_passes(ex_id, capsys):  # one test per id in IDS (conftest.pytest_generate_tests)
     assert_solution_passes(ex_id, capsys)
 
 
-@pytest.mark.parametrize("ex_id", IDS)
 def test_solution_passes_in_bf16(ex_id, capsys):
     grade(ex_id, solution(ex_id), **BF16)
     assert "bfloat16" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("ex_id, mistake", catalogue_params(IDS))
-def test_mistake_is_rejected(ex_id, mistake):
+def test_mistake_is_rejected(ex_id, mistake):  # one test per catalogued mistake
     assert_rejected(ex_id, mistake)
 
 
