@@ -14,11 +14,12 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from course_utils.conventions import QK_LAYOUT, VO_LAYOUT, resolve_scale
+from course_utils.conventions import EPS, QK_LAYOUT, VO_LAYOUT, resolve_scale
 from course_utils.exercises.cases import bthd, case_list, generator, randn
 from course_utils.feature_maps import phi
 from course_utils.grading import Case, Exercise, Failure, Mistake, TensorOut, register
 from course_utils.grading.how import forbid, no_quadratic_memory
+from course_utils.refs._checks import record
 
 K_DIM, V_DIM = 16, 32  # K != V so that a transposed result shows in its shape
 LAYOUTS = {"q": QK_LAYOUT, "k": QK_LAYOUT, "v": VO_LAYOUT, "x": "BTHD"}
@@ -168,16 +169,32 @@ def linear_attention_wrong(name: str, *, feature: Callable[[torch.Tensor], torch
     return _named(wrong, name)
 
 
+def noncausal_float64_loop(fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Normalised non-causal linear attention as a float64 loop over the keys (no library has this form: an
+    independent reference, not the course's own einsum in refs.attention). fq, fk already mapped."""
+    B, T, H, K = fq.shape
+    kv = fq.new_zeros(B, H, K, v.shape[-1], dtype=torch.float64)
+    z = fq.new_zeros(B, H, K, dtype=torch.float64)
+    for s in range(T):
+        k_s = fk[:, s].double()
+        kv = kv + k_s[..., None] * v[:, s].double()[..., None, :]
+        z = z + k_s
+    num = (fq.double()[..., None] * kv[:, None]).sum(-2)  # [B, T, H, V]
+    den = (fq.double() * z[:, None]).sum(-1, keepdim=True)
+    record("a float64 loop over the keys (no library has non-causal linear attention)", fq.device)
+    return (num / (den + EPS)).to(v.dtype)
+
+
 def _linear_reference(inputs: dict[str, Any], case: Case) -> torch.Tensor:
     """Normalised linear attention on phi(q), phi(k) (the references take mapped q, k)."""
-    from course_utils.refs import attention, linear_attn
+    from course_utils.refs import linear_attn
 
     fq, fk, v = phi(inputs["q"]), phi(inputs["k"]), inputs["v"]
     if inputs.get("causal", False):
         # fla's fused recurrent kernel on a GPU: exact in fp32 and compiled in about a second, where the
         # chunk kernel autotunes for a minute per dtype on first use (a long wait on a student's T4).
         return linear_attn.linear_attention(fq, fk, v, normalize=True, mode="recurrent")[0]
-    return attention.linear_attention_noncausal(fq, fk, v, normalize=True)
+    return noncausal_float64_loop(fq, fk, v)
 
 
 LINEAR_MISTAKES = (
