@@ -1,15 +1,21 @@
-# Chapter 6 labs. Two commands for a new user: `make lab` (opens the labs) and `make test` (passes the
-# tests). Both create .venv and install the pinned stack first when needed.
+# Chapter 6 labs. Two commands for a new user: `make lab` (opens your copies of the labs, in my-labs/) and
+# `make test` (passes the tests). Both create .venv and install the pinned stack first when needed.
+# `make check-mine` grades the notebooks in my-labs/.
 #
 # Options:  ACTIVE=1     use the active Python (conda env, Colab, a GPU cluster) and keep its torch/triton
 #           OFFLINE=1    install only from ./wheelhouse (made earlier by `make wheelhouse`), no network
 #           PORT=8888    JupyterLab's port for `make lab`
+#           FORCE=1      `make labs` overwrites labs/ notebooks even where they hold changes of your own
+#           TIMEOUT=900  seconds each notebook may run in `make check-mine`
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTHON ?= python3
 VENV ?= .venv
 PORT ?= 8888
 LAB_ARGS ?=
+MY_LABS := my-labs
+LAB_DIR ?= $(MY_LABS)
+TIMEOUT ?= 900
 WHEELHOUSE ?= wheelhouse
 MAMBA_PIN := mamba-ssm==2.3.2.post1
 
@@ -27,7 +33,7 @@ ifeq ($(OFFLINE),1)
 endif
 PIP := $(PY) -m pip install --disable-pip-version-check $(PIP_SRC)
 
-.PHONY: help setup lab test unit validate nbval labs check-labs badges execute lint gpu-setup wheelhouse clean
+.PHONY: help setup lab test unit validate nbval labs check-labs badges execute lint gpu-setup wheelhouse clean check-mine
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/\t/' | expand -t 14
@@ -47,9 +53,12 @@ endif
 	  && echo "environment ready: $(PY)"
 	@touch $@
 
-lab: setup  ## open the labs in JupyterLab (localhost, token authentication on)
+lab: setup  ## open your labs (my-labs/, new ones copied in from labs/) in JupyterLab, token auth on
+	@# labs/ is generated (`make labs` rewrites it); my-labs/ is yours and git-ignored: each labs/ notebook is
+	@# copied there once, when my-labs/ has no notebook of that name, and no course command writes over it.
+	$(if $(filter $(MY_LABS),$(LAB_DIR)),@$(PY) -m course_utils.authoring workspace)
 	@# Jupyter refuses to start as root unless told (containers, CI); the token stays on either way.
-	$(PY) -m jupyter lab --notebook-dir=labs --ip=127.0.0.1 --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	$(PY) -m jupyter lab --notebook-dir=$(LAB_DIR) --ip=127.0.0.1 --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test: setup lint check-labs unit validate  ## everything CI runs: lint, labs check, unit tests, nbval over solutions
 	@echo "make test: all checks passed"
@@ -64,7 +73,7 @@ validate: setup  ## nbval: every solution notebook runs top to bottom and its gr
 nbval: validate
 
 labs: setup  ## regenerate labs/ from solutions/ (deterministic)
-	$(PY) -m course_utils.authoring labs
+	$(PY) -m course_utils.authoring labs $(if $(filter 1,$(FORCE)),--force)
 
 check-labs: setup  ## fail if labs/ are stale or contain solution code or outputs
 	$(PY) -m course_utils.authoring check
@@ -91,3 +100,18 @@ wheelhouse: setup  ## download every pinned package (and mamba-ssm's source) int
 clean:  ## remove the environment and caches (keeps notebooks)
 	rm -rf $(VENV) .active-env.stamp .pytest_cache .hypothesis .ruff_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+check-mine: setup  ## run your notebooks in my-labs/ (a copy of each; yours are untouched) and grade every exercise
+	$(PY) -m course_utils.checkmine $(MY_LABS) --timeout $(TIMEOUT)
+
+# Tests and nbval grade the course's own solutions and stubs: their grade() calls go to a file of their own,
+# never into your progress record (progress(), ~/.cache/chapter6-labs/progress.json).
+unit validate: export CHAPTER6_PROGRESS = $(CURDIR)/build/test-progress.json
+
+# Grading a class (course_utils.gradebook): every notebook in its own process, verdicts decided outside it.
+OUT ?= build/gradebook
+grade: setup  ## grade students' notebooks: make grade SUBMISSIONS=dir [OUT=dir] [SCHEDULER=tcp://host:8786]
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir [OUT=build/gradebook]" \
+	  "[SCHEDULER=tcp://host:8786] [WORKERS=n] [GRADE_ARGS='--timeout 60 --memory 2GiB']" >&2; exit 2; }
+	$(PY) -m course_utils.gradebook '$(SUBMISSIONS)' '$(OUT)' $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
+	  $(if $(WORKERS),--workers $(WORKERS)) $(GRADE_ARGS)

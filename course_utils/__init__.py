@@ -13,6 +13,8 @@
 | inputs            | make_inputs: random q, k, v in the course layout (taught in lab 02)      |
 | bench             | timing and memory measurements that print figures                         |
 | plots, widgets    | figures and interactive explorers used by the notebooks                   |
+| progress          | every grade() outcome kept locally; progress() prints the report card     |
+| checkmine         | `make check-mine`: runs your notebooks in my-labs/ and grades them        |
 | authoring         | solutions → labs, leak checks, badges, executing notebooks                |
 | project           | repository name, release tag and pins (one place)                         |
 """
@@ -24,7 +26,12 @@ _configure_triton()
 
 from course_utils.env import Env, get_env, seed_everything, setup  # noqa: E402
 
-__all__ = ["Env", "get_env", "grade", "seed_everything", "setup"]
+# The submodule is loaded here, before the progress() below is defined: importing a submodule sets the package
+# attribute of its name, so a later first import of course_utils.progress would replace the function with the
+# module. Code that needs the module imports from it: `from course_utils.progress import record`.
+from course_utils.progress import progress as _report_card  # noqa: E402
+
+__all__ = ["Env", "get_env", "grade", "progress", "seed_everything", "setup"]
 
 
 def grade(exercise_id: str, fn, **options):
@@ -32,3 +39,9 @@ def grade(exercise_id: str, fn, **options):
     from course_utils.exercises import grade as _grade
 
     _grade(exercise_id, fn, **options)
+
+
+def progress() -> None:
+    """Print your report card: every exercise of the course, passed / failed / not attempted, with the
+    grader's last message for failures (see course_utils.progress)."""
+    _report_card()

@@ -7,9 +7,16 @@ stub that raises NotImplementedError naming the exercise, and with all outputs s
 
 Command line (the Makefile calls these):
     python -m course_utils.authoring labs      # regenerate labs/ (deterministic: a second run changes no byte)
+    python -m course_utils.authoring labs --force   # ... even over a lab a student changed (see below)
     python -m course_utils.authoring check     # fail if labs/ are stale or leak solution code/outputs
+    python -m course_utils.authoring workspace # copy labs/ into my-labs/, only notebooks not there yet
     python -m course_utils.authoring badges    # rewrite every badge and setup cell from course_utils.project
     python -m course_utils.authoring execute solutions/01_x.ipynb ...   # run in place, keep outputs
+
+`labs/` is generated; students work in `my-labs/` (git-ignored), which `make lab` fills once per notebook
+and no course command ever writes over. A lab that is neither what `make labs` wrote last, nor what it
+generates from the committed or the current solutions, nor the committed lab, holds a student's work:
+`make labs` refuses to overwrite it (unless forced) and `make check-labs` says so in one line.
 
 nbformat reads and writes the files (stable key order, so regeneration is byte-for-byte repeatable);
 nbclient executes them. We do not use nbgrader itself: it needs a course database and a different
@@ -20,7 +27,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import json
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,6 +42,7 @@ from course_utils import project
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "solutions"
 LABS = ROOT / "labs"
+MY_LABS = ROOT / "my-labs"  # the student's own copies (git-ignored): `make lab` opens these
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 EXERCISE_HEADER = re.compile(r"^#\s*Exercise\s+(?P<id>\d+\.\d+[a-z]?)\s*[:—-]\s*(?P<title>.+)$", re.M)
@@ -150,18 +162,123 @@ def _lab_path(solution_path: Path) -> Path:
     return LABS / solution_path.name
 
 
-def write_labs(solution_paths: list[Path] | None = None) -> list[Path]:
+def lab_text(solution: nbformat.NotebookNode, lab_path: Path, where: str = "") -> str:
+    """The exact text `make labs` writes to lab_path for this solution."""
+    return nbformat.writes(make_lab(solution, lab_path.relative_to(ROOT), where=where)) + "\n"
+
+
+# --------------------------------------------------------------------- the student's work is never lost
+
+OWN_WORK = ("{lab} has changes that are not from `make labs` (your own work?): copy it to my-labs/ or move it "
+            "away, then run make labs again")
+
+
+class OwnWorkError(Exception):
+    """`make labs` would overwrite labs/ notebooks that hold changes of someone's own."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        super().__init__("\n".join(OWN_WORK.format(lab=_rel(p)) for p in paths))
+
+
+def _rel(path: Path) -> str:
+    try:
+        return path.relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _record_path() -> Path:
+    """What the previous `make labs` wrote, by lab name (build/ is git-ignored; without it, git decides)."""
+    return ROOT / "build" / "labs-generated.json"
+
+
+def _generated_record() -> dict[str, str]:
+    try:
+        record = json.loads(_record_path().read_text(encoding="utf-8"))
+        return record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember_generated(texts: dict[str, str]) -> None:
+    record = _generated_record() | {name: _digest(text) for name, text in texts.items()}
+    try:
+        _record_path().parent.mkdir(parents=True, exist_ok=True)
+        _record_path().write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    except OSError:
+        pass  # only a convenience: the committed solutions and labs still tell generated from own work
+
+
+def _committed(path: Path) -> str | None:
+    """The text of path at git's HEAD, or None (no git, not committed, not a repository)."""
+    try:
+        done = subprocess.run(["git", "show", f"HEAD:./{_rel(path)}"], cwd=ROOT, capture_output=True,
+                              timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.decode("utf-8") if done.returncode == 0 else None
+
+
+def holds_own_work(lab_path: Path, solution_path: Path, expected: str) -> bool:
+    """True when lab_path exists and is none of the texts `make labs` has written or would write.
+
+    Generated means: `expected` (from the current solution), what the previous `make labs` recorded, what
+    `make labs` generates from the committed solution, or the committed lab itself. Anything else (a
+    solved exercise, a note, a run's outputs) is someone's work, not a stale lab.
+    """
+    if not lab_path.exists():
+        return False
+    text = lab_path.read_text(encoding="utf-8")
+    if text == expected or _generated_record().get(lab_path.name) == _digest(text):
+        return False
+    if _committed(lab_path) == text:
+        return False
+    committed_solution = _committed(solution_path)
+    if committed_solution is not None:
+        try:
+            if lab_text(nbformat.reads(committed_solution, as_version=4), lab_path) == text:
+                return False
+        except Exception:  # noqa: BLE001 — an old solution that no longer converts is simply not a match
+            pass
+    return True
+
+
+def write_labs(solution_paths: list[Path] | None = None, force: bool = False) -> list[Path]:
+    """Write labs/ from solutions/. Raises OwnWorkError, writing nothing, if a lab to be replaced holds
+    changes of someone's own (see holds_own_work), unless force."""
     LABS.mkdir(exist_ok=True)
-    written = []
+    planned = []
     for sol in solution_paths or sorted(SOLUTIONS.glob("*.ipynb")):
-        nb = nbformat.read(sol, as_version=4)
         lab_path = _lab_path(sol)
-        lab = make_lab(nb, lab_path.relative_to(ROOT), where=sol.name)
-        text = nbformat.writes(lab) + "\n"
-        if not lab_path.exists() or lab_path.read_text() != text:
-            lab_path.write_text(text)
-        written.append(lab_path)
-    return written
+        planned.append((sol, lab_path, lab_text(nbformat.read(sol, as_version=4), lab_path, where=sol.name)))
+    own = [lab for sol, lab, text in planned if holds_own_work(lab, sol, text)]
+    if own and not force:
+        raise OwnWorkError(own)
+    for _, lab_path, text in planned:
+        if not lab_path.exists() or lab_path.read_text(encoding="utf-8") != text:
+            lab_path.write_text(text, encoding="utf-8")
+    _remember_generated({lab.name: text for _, lab, text in planned})
+    return [lab for _, lab, _ in planned]
+
+
+def copy_workspace(dest: Path | None = None) -> list[Path]:
+    """Copy each labs/ notebook into my-labs/ unless a notebook of that name is there already (new labs
+    appear; a student's notebooks are never touched). Returns the notebooks copied."""
+    dest = MY_LABS if dest is None else dest
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for lab in sorted(LABS.glob("*.ipynb")):
+        target = dest / lab.name
+        if target.exists() or target.is_symlink():
+            continue
+        shutil.copyfile(lab, target)
+        copied.append(target)
+    return copied
 
 
 def find_leaks(solution: nbformat.NotebookNode, lab: nbformat.NotebookNode) -> list[str]:
@@ -200,8 +317,11 @@ def check_labs() -> list[str]:
             problems.append(f"{lab_path.relative_to(ROOT)} is missing: run `make labs`")
             continue
         nb = nbformat.read(sol, as_version=4)
-        expected = nbformat.writes(make_lab(nb, lab_path.relative_to(ROOT), where=sol.name)) + "\n"
-        if lab_path.read_text() != expected:
+        expected = lab_text(nb, lab_path, where=sol.name)
+        if holds_own_work(lab_path, sol, expected):  # one line, not a ✗ per solved exercise
+            problems.append(OWN_WORK.format(lab=_rel(lab_path)))
+            continue
+        if lab_path.read_text(encoding="utf-8") != expected:
             problems.append(f"{lab_path.relative_to(ROOT)} is stale: run `make labs`")
         lab = nbformat.read(lab_path, as_version=4)
         problems += [f"{lab_path.relative_to(ROOT)}: {p}" for p in find_leaks(nb, lab)]
@@ -265,12 +385,27 @@ def execute(paths: list[Path], timeout: int = 900) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_utils.authoring", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["labs", "check", "badges", "execute"])
+    parser.add_argument("command", choices=["labs", "check", "badges", "execute", "workspace"])
     parser.add_argument("paths", nargs="*", type=Path)
+    parser.add_argument("--force", action="store_true", help="labs: overwrite labs/ even where they hold own work")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except OwnWorkError as exc:
+        for p in exc.paths:
+            print(f"✗ {OWN_WORK.format(lab=_rel(p))}")
+        print("labs/ were left as they are. (`make labs FORCE=1` overwrites them anyway: that work is then lost.)")
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "labs":
-        for p in write_labs([p.resolve() for p in args.paths] or None):
+        for p in write_labs([p.resolve() for p in args.paths] or None, force=args.force):
             print(f"wrote {p.relative_to(ROOT)}")
+    elif args.command == "workspace":
+        dest = args.paths[0].resolve() if args.paths else MY_LABS
+        for p in copy_workspace(dest):
+            print(f"copied labs/{p.name} to {_rel(p)} (your copy: no course command overwrites it)")
     elif args.command == "check":
         problems = check_labs()
         for p in problems:

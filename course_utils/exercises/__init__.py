@@ -11,7 +11,8 @@
 
 A family owns its inputs, its reference (through course_utils.refs), its output structure and its
 catalogue of mistakes; a new exercise in a family is a `dataclasses.replace(FAMILY_SPEC, id=..., ...)`
-registration. `grade("2.2", fn)` is what notebooks call.
+registration. `grade("2.2", fn)` is what notebooks call; each call's outcome is recorded by
+course_utils.progress (passed, failed, not attempted) for `progress()` and `make check-mine`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Callable
 from course_utils.exercises import attention, cost, linear_attention  # noqa: F401  (registers the exercises)
 from course_utils.grading import REGISTRY, Exercise, Result
 from course_utils.grading import engine as _engine
+from course_utils.progress import FAILED, NOT_ATTEMPTED, PASSED, record
 
 EXERCISES = REGISTRY
 
@@ -38,9 +40,20 @@ def grade(exercise_id: str, fn: Callable[..., Any], **options: Any) -> Result:
     options: device (str | torch.device) and dtypes (list of torch dtypes) override the environment's;
     quiet=True prints nothing on success.
     Raises AssertionError with a diagnosis on the first failing case; re-raises NotImplementedError.
+    Either way the outcome is recorded locally (course_utils.progress; never in the way of grading).
     """
     ex = get(exercise_id)
     unknown = set(options) - {"device", "dtypes", "quiet"}
     if unknown:
         raise TypeError(f"grade() got unknown options {sorted(unknown)}; allowed: device, dtypes, quiet")
-    return _engine.grade(ex, fn, **options)
+    fn_name = getattr(fn, "__name__", type(fn).__name__)
+    try:
+        result = _engine.grade(ex, fn, **options)
+    except NotImplementedError:  # the exercise is still the stub
+        record(ex.id, NOT_ATTEMPTED, function=fn_name)
+        raise
+    except AssertionError as failure:
+        record(ex.id, FAILED, str(failure), fn_name)
+        raise
+    record(ex.id, PASSED, function=fn_name)
+    return result
