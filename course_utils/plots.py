@@ -1,6 +1,6 @@
 """Figures the notebooks draw, by topic: attention's weights and cost, random features, the recurrent state,
-the chunkwise form. Every function returns the matplotlib Figure (and draws nothing else), so a notebook shows
-it inline and a test can inspect it under the Agg backend.
+the chunkwise form, gated linear attention. Every function returns the matplotlib Figure (and draws nothing
+else), so a notebook shows it inline and a test can inspect it under the Agg backend.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ __all__ = [
     "plot_chunk_timing",
     "plot_complexity",
     "plot_feature_error",
+    "plot_gate_decay",
+    "plot_gated_errors",
+    "plot_gla_chunk_partition",
     "plot_pair_errors",
     "plot_scaling",
     "plot_state_vs_cache",
@@ -454,4 +457,115 @@ def plot_chunk_timing(
         a.set_xlabel("chunk size C")
         a.grid(True, which="major", alpha=0.3)
         a.legend(fontsize=8)
+    return _finish(fig, title)
+
+
+# ------------------------------------------------------------------------------------ gated linear attention
+# Lab 04: the naive parallel form's breakdown, which term of the chunkwise form covers a pair (with
+# sub-chunks), and how fast each channel forgets.
+
+
+def plot_gated_errors(rows: list[dict[str, Any]], *, threshold: float | None = None,
+                      title: str | None = None) -> Figure:
+    """Relative error of GLA outputs against T: one panel per dtype, one colour per gate strength.
+
+    rows: {"dtype": str, "g": float (the log-gate of every step, < 0), "T": int, "err": float, "form": str}; an
+    err that is not finite (the output held inf or NaN) is drawn as × near the panel's top edge. Forms are told
+    apart by line style (the first form solid, the next dashed, ...). threshold: when given (e.g. the log of
+    the dtype's largest number), a dotted line per gate at the predicted breakdown T* = threshold / |g|.
+    """
+    dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
+    gates = sorted(dict.fromkeys(r["g"] for r in rows), reverse=True)
+    forms = list(dict.fromkeys(r.get("form", "") for r in rows))
+    colors = _colors([str(g) for g in gates])
+    styles = ["-", "--", "-.", ":"]
+    finite = [r["err"] for r in rows if math.isfinite(r["err"]) and r["err"] > 0]
+    top = 10 ** math.ceil(math.log10(max(finite + [1.0]))) * 10
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(5.4 * len(dtypes), 4.0), squeeze=False, sharey=True)
+    for ax, dt in zip(axes[0], dtypes):
+        for g in gates:
+            c = colors[str(g)]
+            for j, form in enumerate(forms):
+                pts = sorted((r["T"], r["err"]) for r in rows if r["dtype"] == dt and r["g"] == g
+                             and r.get("form", "") == form)
+                if not pts:
+                    continue
+                ok = [(t, e) for t, e in pts if math.isfinite(e)]
+                bad = [t for t, e in pts if not math.isfinite(e)]
+                label = f"g = {g:g} (α = {math.exp(g):.3g})" + (f", {form}" if len(forms) > 1 else "")
+                if ok:
+                    ax.plot(*zip(*ok), styles[j % len(styles)], marker="o", ms=3, color=c, label=label)
+                if bad:  # on the top edge, one row per gate so that crosses of different gates never overlap
+                    ax.plot(bad, [top / 2.5 ** gates.index(g)] * len(bad), "x", ms=7, mew=2, color=c,
+                            label=None if ok else label)
+            if threshold is not None:
+                ax.axvline(threshold / abs(g), color=c, ls=":", lw=1)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_ylim(top=top * 3)
+        ax.set_xlabel("sequence length T")
+        ax.set_title(f"{dt}   (×: inf or NaN in the output)", fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0][0].set_ylabel("relative RMS error vs the recurrence")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return _finish(fig, title)
+
+
+def plot_gla_chunk_partition(kind: Any, chunk_size: int, sub_chunk_size: int, *, title: str | None = None
+                             ) -> Figure:
+    """Which part of the chunkwise GLA computes each (query t, key s) pair.
+
+    kind: [T, T] ints: 0 = not attended (s > t), 1 = inter-chunk (through the state), 2 = intra-chunk, an
+    earlier sub-chunk (a matmul), 3 = intra-chunk, the sub-block on the diagonal (log space, full precision).
+    Chunk boundaries are drawn solid, sub-chunk boundaries dotted.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    k = _as_array(kind)
+    T = k.shape[0]
+    colors = ["white", "tab:blue", "tab:green", "tab:orange"]
+    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    ax.imshow(k, cmap=ListedColormap(colors), vmin=0, vmax=3, interpolation="nearest")
+    for b in range(sub_chunk_size, T, sub_chunk_size):
+        chunk_edge = b % chunk_size == 0
+        for line in (ax.axhline, ax.axvline):
+            line(b - 0.5, color="0.2" if chunk_edge else "0.5", lw=0.9 if chunk_edge else 0.5,
+                 ls="-" if chunk_edge else ":")
+    ax.set_xlabel("key position s")
+    ax.set_ylabel("query position t")
+    ax.legend(handles=[Patch(color=colors[3], label="diagonal sub-block: exp(G_t − G_s) per channel"),
+                       Patch(color=colors[2], label="earlier sub-chunk: a matmul"),
+                       Patch(color=colors[1], label="earlier chunk: through the state"),
+                       Patch(facecolor="white", edgecolor="0.5", label="future (s > t): never read")],
+              fontsize=7, loc="upper right")
+    return _finish(fig, title or f"T = {T}, chunk size {chunk_size}, sub-chunks of {sub_chunk_size}", ax=ax)
+
+
+def plot_gate_decay(alpha: Sequence[float], *, steps: int = 256, labels: Sequence[str] | None = None,
+                    title: str | None = None) -> Figure:
+    """How fast each channel forgets: left, α_i^n (what is left after n tokens of something written into
+    channel i, one row per channel); right, each channel's half-life ln 2 / |ln α_i| in tokens.
+
+    alpha: per-channel decays in (0, 1]; labels: one per channel (default its index).
+    """
+    a = np.clip(_as_array(alpha).reshape(-1), 1e-12, 1.0)
+    n = np.arange(steps + 1)
+    left = a[:, None] ** n[None, :]
+    half = np.where(a < 1, np.log(2) / np.maximum(-np.log(a), 1e-300), np.inf)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.9), gridspec_kw={"width_ratios": [1.6, 1]})
+    im = ax1.imshow(left, aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest",
+                    extent=(-0.5, steps + 0.5, len(a) - 0.5, -0.5))
+    fig.colorbar(im, ax=ax1, fraction=0.046, pad=0.04, label="α_i^n")
+    ax1.set_xlabel("tokens since the write, n")
+    ax1.set_ylabel("key channel i")
+    ticks = labels if labels is not None else [str(i) for i in range(len(a))]
+    ax2.barh(np.arange(len(a)), np.minimum(half, 1e9), color="tab:purple")
+    ax2.set_xscale("log")
+    ax2.invert_yaxis()
+    ax2.set_yticks(np.arange(len(a)))
+    ax2.set_yticklabels(ticks, fontsize=6)
+    ax2.axvline(steps, color="0.4", ls=":", lw=1)
+    ax2.set_xlabel("half-life (tokens, log)")
+    ax2.grid(True, axis="x", which="major", alpha=0.3)
     return _finish(fig, title)

@@ -1,4 +1,5 @@
-"""Interactive explorers for the notebooks (ipywidgets), by topic: attention's complexity, the chunkwise cost.
+"""Interactive explorers for the notebooks (ipywidgets), by topic: attention's complexity, the chunkwise cost,
+GLA's per-channel decay.
 
 Every explorer is an object with a `.widget` (what Jupyter shows: putting the explorer last in a cell
 displays it), and an `.update(**values)` method that sets the controls, redraws, and returns the numbers
@@ -19,8 +20,8 @@ from matplotlib.figure import Figure
 
 from course_utils.bench import attention_flops, attention_memory_bytes
 
-__all__ = ["ChunkCostExplorer", "ComplexityExplorer", "chunk_cost_explorer", "complexity_explorer",
-           "complexity_numbers"]
+__all__ = ["ChunkCostExplorer", "ComplexityExplorer", "GateDecayExplorer", "chunk_cost_explorer",
+           "complexity_explorer", "complexity_numbers", "gate_decay_explorer", "gate_decay_numbers"]
 
 
 class _Explorer:
@@ -246,3 +247,67 @@ def chunk_cost_explorer(flops_fn: Callable[[int, int, int, int], int], bytes_fn:
     """Build the chunk-size explorer (show it by ending a cell with it; `.update(C=..., T=...)` sets it from
     code and returns the numbers)."""
     return ChunkCostExplorer(flops_fn, bytes_fn, hardware, T=T, C=C, d=d, gpu=gpu)
+
+
+# ------------------------------------------------------------------------------------ gated linear attention
+# Lab 04: GLA's gate α = σ(z)^(1/τ) per key channel; the bias of z and the temperature τ set how fast each
+# channel forgets. Closed forms only: nothing is run.
+
+
+def gate_decay_numbers(bias: float = 0.0, spread: float = 3.0, tau: float = 16.0, K: int = 16) -> dict[str, Any]:
+    """The per-channel decays of a GLA gate whose logits are spread evenly over bias ± spread (one per key
+    channel, as the gate's bias b_α spreads them) with temperature τ: g_i = logsigmoid(z_i) / τ,
+    α_i = exp(g_i) = σ(z_i)^(1/τ), half-life ln 2 / |g_i| tokens.
+
+    Returns {"bias", "spread", "tau", "K", "logits", "g", "alpha", "half_life", "min_half_life",
+    "max_half_life"} (lists per channel, slowest-forgetting channel last).
+    """
+    logits = [bias + spread * (2 * i / (K - 1) - 1) if K > 1 else bias for i in range(K)]
+    g = [-(math.log1p(math.exp(-z)) if z > -30 else -z) / tau for z in logits]  # logsigmoid(z) = -softplus(-z)
+    half = [math.log(2) / -gi if gi < 0 else math.inf for gi in g]
+    return {"bias": bias, "spread": spread, "tau": tau, "K": K, "logits": logits, "g": g,
+            "alpha": [math.exp(gi) for gi in g], "half_life": half, "min_half_life": min(half),
+            "max_half_life": max(half)}
+
+
+class GateDecayExplorer(_Explorer):
+    """Sliders for the gate logits' bias and spread and the temperature τ; redraws the per-channel decay
+    α_i^n and the half-lives (course_utils.plots.plot_gate_decay)."""
+
+    def __init__(self, bias: float = 0.0, spread: float = 3.0, tau: float = 16.0, K: int = 16, steps: int = 256):
+        import ipywidgets as w
+
+        self.K, self.steps = K, steps
+        style = {"description_width": "150px"}
+        layout = w.Layout(width="440px")
+        self.bias = w.FloatSlider(value=bias, min=-4.0, max=8.0, step=0.25, description="logit bias",
+                                  style=style, layout=layout, continuous_update=False)
+        self.spread = w.FloatSlider(value=spread, min=0.0, max=6.0, step=0.25, description="spread over channels",
+                                    style=style, layout=layout, continuous_update=False)
+        self.tau = w.FloatLogSlider(value=tau, base=2, min=0, max=6, step=0.5, description="temperature τ",
+                                    style=style, layout=layout, continuous_update=False)
+        self._start({"bias": self.bias, "spread": self.spread, "tau": self.tau},
+                    columns=[(self.bias, self.spread), (self.tau,)])
+
+    def _draw(self) -> tuple[dict[str, Any], str, Figure]:
+        from course_utils.plots import plot_gate_decay
+
+        n = gate_decay_numbers(self.bias.value, self.spread.value, self.tau.value, self.K)
+        text = (f"<b>τ = {n['tau']:g}, logits {n['bias'] - n['spread']:g} … {n['bias'] + n['spread']:g}</b>: "
+                f"α from {min(n['alpha']):.4f} to {max(n['alpha']):.4f}; half-lives from "
+                f"{n['min_half_life']:.3g} to {n['max_half_life']:.3g} tokens.")
+        figure = plot_gate_decay(n["alpha"], steps=self.steps, labels=[f"z={z:+.1f}" for z in n["logits"]],
+                                 title=f"GLA gate α = σ(z)^(1/τ), τ = {n['tau']:g}")
+        return n, text, figure
+
+    def update(self, bias: float | None = None, spread: float | None = None, tau: float | None = None
+               ) -> dict[str, Any]:
+        """Set any of the controls, redraw once, and return the numbers drawn (see gate_decay_numbers)."""
+        return self._set(bias=bias, spread=spread, tau=tau)
+
+
+def gate_decay_explorer(bias: float = 0.0, spread: float = 3.0, tau: float = 16.0, K: int = 16,
+                        steps: int = 256) -> GateDecayExplorer:
+    """Build the per-channel decay explorer (show it by ending a cell with it; `.update(tau=...)` sets it from
+    code and returns the numbers)."""
+    return GateDecayExplorer(bias=bias, spread=spread, tau=tau, K=K, steps=steps)

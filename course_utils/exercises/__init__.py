@@ -7,6 +7,8 @@
 | linear_attention  | causal linear attention: parallel, recurrent, step, backward,      | 2.1-2.4 3.1 3.3  |
 |                   | chunkwise (loop and all chunks at once)                            |                  |
 | cost              | FLOP (and byte) models of the forms                                | 3.2              |
+| gated             | gated forms: GLA's recurrence, parallel form (naive, log space),   | 4.1-4.4          |
+|                   | chunkwise form with sub-chunks, the GLA layer                      |                  |
 | cases             | seeded inputs and case lists shared by the families                | —                |
 
 A family owns its inputs, its reference (through course_utils.refs), its output structure and its
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from course_utils.exercises import attention, cost, linear_attention  # noqa: F401  (registers the exercises)
+from course_utils.exercises import attention, cost, gated, linear_attention  # noqa: F401  (registers the exercises)
 from course_utils.grading import REGISTRY, Exercise, Result
 from course_utils.grading import engine as _engine
 from course_utils.progress import FAILED, NOT_ATTEMPTED, PASSED, record
