@@ -496,7 +496,7 @@ def plot_gated_errors(rows: list[dict[str, Any]], *, threshold: float | None = N
                 if ok:
                     ax.plot(*zip(*ok), styles[j % len(styles)], marker="o", ms=3, color=c, label=label)
                 if bad:  # on the top edge, one row per gate so that crosses of different gates never overlap
-                    ax.plot(bad, [top / 2.5 ** gates.index(g)] * len(bad), "x", ms=7, mew=2, color=c,
+                    ax.plot(bad, [top / 1.6 ** gates.index(g)] * len(bad), "x", ms=7, mew=2, color=c,
                             label=None if ok else label)
             if threshold is not None:
                 ax.axvline(threshold / abs(g), color=c, ls=":", lw=1)
