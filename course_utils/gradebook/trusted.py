@@ -114,6 +114,16 @@ def _fork_context() -> Any:
     return _FORK_CONTEXT
 
 
+def _restart_fork_server() -> None:
+    """Forget a dead fork server so that the next forked worker starts a new one."""
+    try:
+        from multiprocessing import forkserver
+
+        forkserver._forkserver._stop()  # private, but the documented way tests reset it
+    except Exception:  # noqa: BLE001 — then every later worker falls back to a fresh interpreter
+        pass
+
+
 class Worker:
     """One submission's process. `start()` loads the notebook; `begin(timeout)` gives an exercise its time
     budget: the seconds spent waiting for this process (the grader's own work, such as computing the
@@ -145,7 +155,11 @@ class Worker:
 
         # a daemonic process (a Dask worker's, by default) may not start multiprocessing children
         if self.method == "fork" and not multiprocessing.current_process().daemon:
-            self._start_forked()
+            try:
+                self._start_forked()
+            except (OSError, EOFError, ValueError, AssertionError):  # the fork server is gone (a submission
+                _restart_fork_server()                                # may kill its parent): a fresh one next
+                self._start_exec()
         else:
             self._start_exec()
         self.timeout = self.budget = load_timeout

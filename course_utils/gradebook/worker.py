@@ -38,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 MISSING = object()
+# bound when this module is imported, before any submission runs: patching `traceback` or `torch` later
+# changes what the submission's own code sees, not how this process reports
+_extract_tb = traceback.extract_tb
 _LIBRARIES = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep, os.sep + "lib" + os.sep + "python",
               "<frozen ", os.sep + "course_utils" + os.sep + "grading" + os.sep)
 _OOM_TEXT = ("can't allocate memory", "not enough memory", "out of memory", "Cannot allocate memory")
@@ -112,10 +115,18 @@ class RefsRecorder:
 def describe_exception(exc: BaseException, prefix: str) -> dict[str, Any]:
     """Type name, message, and the deepest frame of the student's own code (a cell of the notebook)."""
     try:
+        return _describe(exc, prefix)
+    except BaseException:  # noqa: BLE001 — an exception whose type or frames misbehave: report what we can
+        return {"type": "Exception", "message": "<an exception that could not be described>", "frame": None,
+                "nframes": 0}
+
+
+def _describe(exc: BaseException, prefix: str) -> dict[str, Any]:
+    try:
         message = str(exc)
     except BaseException:  # noqa: BLE001 — a student's __str__ may raise anything
         message = "<the exception's message could not be printed>"
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = _extract_tb(exc.__traceback__)
     # the student's own cells; else (code the notebook imports) the deepest frame outside libraries and
     # this file, as the engine's format_exception picks it
     mine = [f for f in frames if str(f.filename).startswith(prefix)] or [
@@ -350,6 +361,13 @@ def child(requests: Any, responses: Any, notebook: Path, name: str, memory: int,
     to a log the grader reads only for its own failures. requests / responses: multiprocessing Connections
     whose file descriptors carry the protocol."""
     os.setsid()
+    # nothing inherited from the fork server but the two pipes: not its listening socket, not the resource
+    # tracker's pipe (a submission writing into every file descriptor it has must not reach them)
+    keep = sorted({requests.fileno(), responses.fileno()})
+    low = 3
+    for fd in [*keep, os.sysconf("SC_OPEN_MAX")]:
+        os.closerange(low, fd)
+        low = fd + 1
     os.chdir(workdir)
     devnull = os.open(os.devnull, os.O_RDWR)
     err = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
