@@ -33,7 +33,7 @@ ifeq ($(OFFLINE),1)
 endif
 PIP := $(PY) -m pip install --disable-pip-version-check $(PIP_SRC)
 
-.PHONY: help setup lab test unit validate nbval labs check-labs badges execute lint gpu-setup wheelhouse clean check-mine
+.PHONY: help setup lab test unit validate nbval labs check-labs badges execute lint gpu-setup wheelhouse clean check-mine grade
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/\t/' | expand -t 14
@@ -107,6 +107,14 @@ check-mine: setup  ## run your notebooks in my-labs/ (a copy of each; yours are 
 # Tests and nbval grade the course's own solutions and stubs: their grade() calls go to a file of their own,
 # never into your progress record (progress(), ~/.cache/chapter6-labs/progress.json).
 unit validate: export CHAPTER6_PROGRESS = $(CURDIR)/build/test-progress.json
+
+# Grading a class (course_utils.gradebook): every notebook in its own process, verdicts decided outside it.
+OUT ?= build/gradebook
+grade: setup  ## grade students' notebooks: make grade SUBMISSIONS=dir [OUT=dir] [SCHEDULER=tcp://host:8786]
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir [OUT=build/gradebook]" \
+	  "[SCHEDULER=tcp://host:8786] [WORKERS=n] [GRADE_ARGS='--timeout 60 --memory 2GiB']" >&2; exit 2; }
+	$(PY) -m course_utils.gradebook '$(SUBMISSIONS)' '$(OUT)' $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
+	  $(if $(WORKERS),--workers $(WORKERS)) $(GRADE_ARGS)
 
 # Grading a class (course_utils.gradebook): every notebook in its own process, verdicts decided outside it.
 OUT ?= build/gradebook
