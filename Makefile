@@ -115,11 +115,3 @@ grade: setup  ## grade students' notebooks: make grade SUBMISSIONS=dir [OUT=dir]
 	  "[SCHEDULER=tcp://host:8786] [WORKERS=n] [GRADE_ARGS='--timeout 60 --memory 2GiB']" >&2; exit 2; }
 	$(PY) -m course_utils.gradebook '$(SUBMISSIONS)' '$(OUT)' $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
 	  $(if $(WORKERS),--workers $(WORKERS)) $(GRADE_ARGS)
-
-# Grading a class (course_utils.gradebook): every notebook in its own process, verdicts decided outside it.
-OUT ?= build/gradebook
-grade: setup  ## grade students' notebooks: make grade SUBMISSIONS=dir [OUT=dir] [SCHEDULER=tcp://host:8786]
-	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir [OUT=build/gradebook]" \
-	  "[SCHEDULER=tcp://host:8786] [WORKERS=n] [GRADE_ARGS='--timeout 60 --memory 2GiB']" >&2; exit 2; }
-	$(PY) -m course_utils.gradebook '$(SUBMISSIONS)' '$(OUT)' $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
-	  $(if $(WORKERS),--workers $(WORKERS)) $(GRADE_ARGS)
