@@ -569,3 +569,102 @@ def plot_gate_decay(alpha: Sequence[float], *, steps: int = 256, labels: Sequenc
     ax2.set_xlabel("half-life (tokens, log)")
     ax2.grid(True, axis="x", which="major", alpha=0.3)
     return _finish(fig, title)
+
+
+# ---- retention and the delta rule ----
+
+
+def plot_retention_decay(D: Any, gammas: Sequence[float], *, heads: Sequence[int] | None = None,
+                         title: str | None = None) -> Figure:
+    """Retention's decay mask and what it means per head (lab 05).
+
+    D: [H, T, T] decay masks (D[h, t, s] = gamma_h^(t-s) for s <= t, else 0), e.g. read off a parallel
+    retention with q = k = e_0 and one-hot values; gammas: the H decays. Left: the masks of `heads` (default:
+    the first and the last) as heatmaps, the future left white. Right: gamma_h^d against the distance d for
+    every head, each half-life d = ln 2 / -ln gamma_h marked.
+    """
+    d_all = _as_array(D)
+    g = _as_array(gammas)
+    H, T = d_all.shape[0], d_all.shape[-1]
+    heads = list(heads) if heads is not None else sorted({0, H - 1})
+    halves = [math.log(2) / -math.log(x) for x in g]
+    fig, axes = plt.subplots(1, len(heads) + 1, figsize=(3.9 * len(heads) + 5.2, 3.8))
+    for ax, h in zip(axes, heads):
+        im = ax.imshow(np.ma.masked_where(d_all[h] == 0, d_all[h]), cmap="viridis", vmin=0, vmax=1,
+                       interpolation="nearest")
+        ax.set_title(f"D for head {h}: γ = {g[h]:.6g}", fontsize=10)
+        ax.set_xlabel("key position s")
+        ax.set_ylabel("query position t")
+    fig.colorbar(im, ax=axes[len(heads) - 1], fraction=0.046, pad=0.04, label="γ^(t−s)")
+    ax = axes[-1]
+    dist = np.arange(0, int(max(4 * T, 1.15 * max(halves))) + 1)
+    colors = plt.cm.viridis(np.linspace(0, 0.85, H))
+    for h in range(H):
+        ax.plot(dist, g[h] ** dist, color=colors[h], lw=1.6, label=f"head {h}: half-life {halves[h]:,.0f}")
+        ax.plot([halves[h]], [0.5], "o", color=colors[h], ms=4)
+    ax.axhline(0.5, color="0.5", lw=0.8, ls=":")
+    ax.axvline(T - 1, color="0.5", lw=0.8, ls="--")
+    ax.annotate(f"T − 1 = {T - 1}", xy=(T - 1, 0.03), xycoords=("data", "axes fraction"), xytext=(3, 0),
+                textcoords="offset points", fontsize=8)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("distance t − s (tokens)")
+    ax.set_ylabel("weight of token s in S_t: γ_h^(t−s)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    return _finish(fig, title or "retention's decay: each head forgets at its own fixed rate")
+
+
+def plot_capacity(ratios: Sequence[float], errors: Mapping[str, Sequence[float]], *,
+                  theory: Mapping[str, Sequence[float]] | None = None, xlabel: str = "pairs written / key dim (n/K)",
+                  ylabel: str = "retrieval error (relative RMS)", title: str | None = None) -> Figure:
+    """Associative recall against load (lab 05): the error of reading back n written pairs with q = k_i.
+
+    ratios: n/K for each point; errors: {memory: error per point}; theory: {label: curve per point}, dashed.
+    n/K = 1 (as many pairs as the key dimension: the state's rank) is marked.
+    """
+    x = _as_array(ratios)
+    colors = _colors(list(errors))
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    for name, ys in errors.items():
+        ax.plot(x, _as_array(ys), "o-", ms=3.5, lw=1.6, color=colors[name], label=name)
+    for i, (label, ys) in enumerate((theory or {}).items()):
+        ax.plot(x, _as_array(ys), ls=("--", ":", "-.")[i % 3], color="0.25", lw=1.2, label=label)
+    ax.axvline(1.0, color="0.5", lw=0.8, ls=":")
+    ax.annotate("n = K", xy=(1.0, 0.97), xycoords=("data", "axes fraction"), xytext=(3, 0),
+                textcoords="offset points", fontsize=8, va="top")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    return _finish(fig, title, ax=ax)
+
+
+def plot_overwrite(similarity: Mapping[str, Mapping[str, float]], *, title: str | None = None) -> Figure:
+    """What each memory returns for a key written twice (lab 05): grouped bars of the cosine similarity
+    between the read-out and each written value.
+
+    similarity: {memory: {value label: cosine}}, e.g. {"linear attention": {"first value": 0.7, ...}}.
+    """
+    memories = list(similarity)
+    labels = list(next(iter(similarity.values())))
+    colors = _colors(labels)
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(6.8, 3.9))
+    for j, label in enumerate(labels):
+        xs = np.arange(len(memories)) + (j - (len(labels) - 1) / 2) * width
+        vals = [similarity[m][label] for m in memories]
+        bars = ax.bar(xs, vals, width, color=colors[label], label=label)
+        for bar, val in zip(bars, vals):
+            ax.annotate(f"{val:.2f}", xy=(bar.get_x() + bar.get_width() / 2, max(val, 0)), xytext=(0, 2),
+                        textcoords="offset points", ha="center", fontsize=8)
+    ax.set_xticks(np.arange(len(memories)), memories)
+    ax.set_ylabel("cosine(read-out, value)")
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.15)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", ncol=len(labels))
+    return _finish(fig, title, ax=ax)
+
+
+__all__ += ["plot_capacity", "plot_overwrite", "plot_retention_decay"]

@@ -175,3 +175,38 @@ def test_chunk_cost_and_timing_figures():
     assert "fastest: C = 4" in [t.get_text() for t in left.get_legend().get_texts()]
     assert "best: C = 2" in [t.get_text() for t in right.get_legend().get_texts()]
     assert len(plots.plot_chunk_timing(Cs, [1, 2, 3, 4], [1, 2, 3, 4], fit_label="f").axes) == 1
+
+
+# ------------------------------------------------------------------------------ retention and the delta rule
+
+
+def test_retention_decay_figure_marks_half_lives():
+    gammas = torch.tensor([0.96875, 0.984375, 0.9921875])
+    T = 16
+    dist = torch.arange(T)[:, None] - torch.arange(T)[None, :]
+    D = torch.where(dist >= 0, gammas[:, None, None] ** dist.clamp(min=0), 0.0)
+    fig = plots.plot_retention_decay(D, gammas, title="t")
+    heat0, heat2, curves = fig.axes[:3]  # then the colour bar
+    assert "head 0" in heat0.get_title() and "head 2" in heat2.get_title()  # first and last head by default
+    assert heat0.images[0].get_array().mask[0, 1]  # the future (s > t) is left white
+    labels = [t.get_text() for t in curves.get_legend().get_texts()]
+    assert labels[0] == "head 0: half-life 22" and labels[-1] == "head 2: half-life 88"
+    assert curves.get_lines()[0].get_xdata()[-1] >= 88  # the curves reach every half-life
+
+
+def test_capacity_figure_one_line_per_memory_and_theory():
+    ratios = [0.25, 0.5, 1.0, 2.0]
+    fig = plots.plot_capacity(ratios, {"additive": [0.5, 0.7, 1.0, 1.4], "delta": [0.3, 0.5, 0.8, 1.0]},
+                              theory={"sqrt(n/K)": [0.5, 0.7, 1.0, 1.41]}, title="t")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["additive", "delta", "sqrt(n/K)"]
+    assert any(line.get_xdata()[0] == 1.0 and line.get_linestyle() == ":" for line in ax.get_lines())  # n = K
+
+
+def test_overwrite_figure_groups_bars_by_memory():
+    sim = {"linear": {"v_a": 0.7, "v_b": 0.7}, "delta": {"v_a": 0.0, "v_b": 1.0}, "softmax": {"v_a": 0.7, "v_b": 0.7}}
+    fig = plots.plot_overwrite(sim, title="t")
+    ax = fig.axes[0]
+    assert len(ax.patches) == 6 and [t.get_text() for t in ax.get_xticklabels()] == ["linear", "delta", "softmax"]
+    assert sorted(round(p.get_height(), 2) for p in ax.patches)[-1] == 1.0

@@ -9,6 +9,9 @@
 | cost              | FLOP (and byte) models of the forms                                | 3.2              |
 | gated             | gated forms: GLA's recurrence, parallel form (naive, log space),   | 4.1-4.4          |
 |                   | chunkwise form with sub-chunks, the GLA layer                      |                  |
+| retention         | retention (RetNet): the D decay mask, recurrent, chunkwise; simple | 5.1a 5.1b 5.1c   |
+|                   | GLA with g = log gamma_h (to merge with gated)                     |                  |
+| delta_rule        | the delta rule: recurrence, chunkwise WY / UT form, gated          | 5.2 5.3 5.4      |
 | cases             | seeded inputs and case lists shared by the families                | —                |
 
 A family owns its inputs, its reference (through course_utils.refs), its output structure and its
@@ -21,7 +24,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from course_utils.exercises import attention, cost, gated, linear_attention  # noqa: F401  (registers the exercises)
+from course_utils.exercises import (  # noqa: F401  (importing a family registers its exercises)
+    attention,
+    cost,
+    delta_rule,
+    gated,
+    linear_attention,
+    retention,
+)
 from course_utils.grading import REGISTRY, Exercise, Result
 from course_utils.grading import engine as _engine
 from course_utils.progress import FAILED, NOT_ATTEMPTED, PASSED, record
