@@ -33,7 +33,7 @@ ifeq ($(OFFLINE),1)
 endif
 PIP := $(PY) -m pip install --disable-pip-version-check $(PIP_SRC)
 
-.PHONY: help setup lab test unit validate nbval labs check-labs badges execute lint gpu-setup wheelhouse clean check-mine grade
+.PHONY: help setup lab test unit validate nbval labs check-labs badges execute lint gpu-setup wheelhouse clean browser check-mine grade
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/\t/' | expand -t 14
@@ -58,13 +58,24 @@ lab: setup  ## open your labs (my-labs/, new ones copied in from labs/) in Jupyt
 	@# copied there once, when my-labs/ has no notebook of that name, and no course command writes over it.
 	$(if $(filter $(MY_LABS),$(LAB_DIR)),@$(PY) -m course_utils.authoring workspace)
 	@# Jupyter refuses to start as root unless told (containers, CI); the token stays on either way.
-	$(PY) -m jupyter lab --notebook-dir=$(LAB_DIR) --ip=127.0.0.1 --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	@# No "Would you like to get notified about official Jupyter news?" pop-up: the announcements plugin is
+	@# disabled as JupyterLab documents (`jupyter labextension disable`), but in a config dir of this project
+	@# put first on JUPYTER_CONFIG_PATH, so that neither the environment nor ~/.jupyter is changed.
+	@mkdir -p build/jupyter-config/labconfig && echo \
+	  '{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}' \
+	  > build/jupyter-config/labconfig/page_config.json
+	JUPYTER_CONFIG_PATH=$(CURDIR)/build/jupyter-config$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH} \
+	  $(PY) -m jupyter lab --notebook-dir=$(LAB_DIR) --ip=127.0.0.1 --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test: setup lint check-labs unit validate  ## everything CI runs: lint, labs check, unit tests, nbval over solutions
 	@echo "make test: all checks passed"
 
 unit: setup  ## pytest over course_utils (includes the JupyterLab and labs smoke tests)
 	$(PY) -m pytest -q tests
+
+browser: setup  ## every solution notebook run in JupyterLab in headless Chromium (also part of `unit`)
+	PY=$(PY) bash scripts/browser_deps.sh
+	$(PY) -m pytest -q tests/test_browser.py
 
 validate: setup  ## nbval: every solution notebook runs top to bottom and its graded cells match
 	$(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
