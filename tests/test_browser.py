@@ -176,7 +176,8 @@ def lab(tmp_path_factory, chromium):
 def browser(chromium, request):
     from playwright.sync_api import sync_playwright
 
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(SHOTS, ignore_errors=True)  # only this run's screenshots: no stale -failure.png
+    SHOTS.mkdir(parents=True)
     request.addfinalizer(lambda: say(request.config, f"\nbrowser screenshots: {SHOTS}"))
     pw = sync_playwright().start()
     try:
