@@ -94,12 +94,12 @@ def grade_submission(sub: Submission, content: bytes, exercises: list[tuple[str,
     wall0, cpu0, worker_cpu = time.monotonic(), time.process_time(), 0.0
     if options.exercises is not None:
         exercises = [(e, f) for e, f in exercises if e in options.exercises]
-    display = Path(sub.relpath).name
+    display = Path(sub.relpath).as_posix()  # "alice/02_causal_rnn.ipynb": how messages name the cells
     sources = _register_sources(content, display)
     rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="gradebook-") as tmp:
-            copy = Path(tmp) / "submission" / display
+            copy = Path(tmp) / "submission" / Path(sub.relpath).name
             copy.parent.mkdir()
             copy.write_bytes(content)
             copy.chmod(0o444)
