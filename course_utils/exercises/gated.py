@@ -796,8 +796,12 @@ def fla_layer_reference(layer: Any, x: torch.Tensor) -> torch.Tensor:
     the course uses is followed (no short convolution, no feature map, one key/value group, the fused swish
     gate, no clamp); anything else raises.
     """
+    from course_utils.refs._checks import record
+
     if x.is_cuda:
-        return layer(x)[0]
+        out = layer(x)[0]
+        record("fla.layers.GatedLinearAttention", x.device)
+        return out
     unsupported = {"use_short_conv": layer.use_short_conv, "feature_map": layer.feature_map_fn is not None,
                    "num_kv_groups > 1": layer.num_kv_groups > 1, "clamp_min": layer.clamp_min is not None,
                    "no fused swish gate": not getattr(layer, "fuse_norm_and_gate", False)}
@@ -815,6 +819,7 @@ def fla_layer_reference(layer: Any, x: torch.Tensor) -> torch.Tensor:
     o, _ = gla(q, k, v, gk, mode="chunk")  # scale None: head_k_dim ** -0.5, as the layer's kernel call
     g = layer.g_proj(x).view(B, T, H, dv)
     o = gated_rms_norm(o, g, layer.g_norm_swish_gate.weight, layer.g_norm_swish_gate.eps)
+    record("fla.layers.GatedLinearAttention", x.device, "its modules; GLA and the gated norm by their CPU formulas")
     return layer.o_proj(o.reshape(B, T, H * dv))
 
 
