@@ -15,6 +15,8 @@
 | plots, widgets    | figures and interactive explorers used by the notebooks                   |
 | progress          | every grade() outcome kept locally; progress() prints the report card     |
 | checkmine         | `make check-mine`: runs your notebooks in my-labs/ and grades them        |
+| notebook_functions| a notebook's definitions without running it: what each grade() grades    |
+| gradebook         | `make grade`: a class's notebooks graded outside the students' processes  |
 | authoring         | solutions → labs, leak checks, badges, executing notebooks                |
 | project           | repository name, release tag and pins (one place)                         |
 """

@@ -47,9 +47,9 @@ if ! find_chromium >/dev/null; then
   echo "browser_deps: installing Debian's chromium (apt-get; a minute or two)"
   export DEBIAN_FRONTEND=noninteractive
   # an image's package lists are often empty or stale: update once if the first try fails
-  timeout 900 apt-get install -y -q --no-install-recommends chromium >/dev/null \
+  timeout 900 apt-get install -y -q --no-install-recommends chromium fonts-noto-color-emoji >/dev/null \
     || { timeout 300 apt-get update -q >/dev/null \
-         && timeout 900 apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
+         && timeout 900 apt-get install -y -q --no-install-recommends chromium fonts-noto-color-emoji >/dev/null; } \
     || cannot chromium "apt-get install chromium failed" "apt-get update && apt-get install chromium"
   find_chromium >/dev/null || { echo "browser_deps: chromium installed but not on PATH" >&2; exit 1; }
 fi
