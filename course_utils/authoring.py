@@ -4,6 +4,7 @@
 `# Exercise N.M: title` and wraps its body in nbgrader's markers (`### BEGIN SOLUTION` /
 `### END SOLUTION`). `make labs` writes `labs/NN_topic.ipynb` with every marked region replaced by a
 stub that raises NotImplementedError naming the exercise, and with all outputs stripped.
+A markdown cell may wrap a written answer in the same two lines: the lab has `*Your answer here.*` there.
 
 Command line (the Makefile calls these):
     python -m course_utils.authoring labs      # regenerate labs/ (deterministic: a second run changes no byte)
@@ -143,6 +144,48 @@ def solution_regions(source: str) -> list[str]:
     return [m.group(1) for m in re.finditer(rf"{re.escape(BEGIN)}\n(.*?)\n[ \t]*{re.escape(END)}", source, re.S)]
 
 
+# Written answers: a markdown cell may mark its answer with the same two lines; `make labs` puts ANSWER_STUB there.
+ANSWER_STUB = "*Your answer here.*"
+
+
+def _stub_answers(source: str, where: str) -> str:
+    """Replace each marked region of a markdown cell (a written answer) with ANSWER_STUB; no markers, no change."""
+    out, inside = [], False
+    for line in source.split("\n"):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if inside:
+                raise ValueError(f"{where}: nested {BEGIN}")
+            inside = True
+            out.append(ANSWER_STUB)
+        elif stripped == END:
+            if not inside:
+                raise ValueError(f"{where}: {END} without {BEGIN}")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError(f"{where}: {BEGIN} without {END}")
+    return "\n".join(out)
+
+
+def _answer_leaks(solution: nbformat.NotebookNode, lab: nbformat.NotebookNode) -> list[str]:
+    """Markers left in the lab's markdown, or lines of a written answer found there."""
+    problems = [f"cell {i}: answer markers left in the lab" for i, c in enumerate(lab.cells)
+                if c.cell_type == "markdown" and (BEGIN in c.source or END in c.source)]
+    lab_text_md = "\n".join(c.source for c in lab.cells if c.cell_type == "markdown")
+    outside = "\n".join(_stub_answers(c.source, "") for c in solution.cells if c.cell_type == "markdown")
+    for cell in solution.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for region in solution_regions(cell.source):
+            for line in region.split("\n"):
+                body = line.strip()
+                if len(body) >= 12 and body not in outside and body in lab_text_md:
+                    problems.append(f"written answer leaked: {body!r}")
+    return problems
+
+
 def make_lab(solution: nbformat.NotebookNode, lab_path: Path, where: str = "") -> nbformat.NotebookNode:
     """The student version of a solution notebook: stubs instead of solutions, no outputs."""
     lab = copy.deepcopy(solution)
@@ -153,7 +196,7 @@ def make_lab(solution: nbformat.NotebookNode, lab_path: Path, where: str = "") -
             cell.outputs = []
             cell.execution_count = None
         elif cell.cell_type == "markdown":
-            cell.source = BADGE.sub(colab_badge(lab_path), cell.source)
+            cell.source = _stub_answers(BADGE.sub(colab_badge(lab_path), cell.source), f"{where} cell {i}")
     lab.metadata.pop("widgets", None)  # widget state is an output too
     return lab
 
@@ -304,7 +347,7 @@ def find_leaks(solution: nbformat.NotebookNode, lab: nbformat.NotebookNode) -> l
                 # Short or shared lines (`return o`, a blank) are not evidence; distinctive ones are.
                 if len(body) >= 12 and not body.startswith("#") and body not in outside and body in lab_code:
                     problems.append(f"solution line leaked: {body!r}")
-    return problems
+    return problems + _answer_leaks(solution, lab)
 
 
 def check_labs() -> list[str]:

@@ -20,11 +20,12 @@ keeps a benchmark's figure and rows under reports/.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import statistics
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -361,3 +362,122 @@ def save_report(fig: Any, stem: str, rows: list[dict[str, Any]] | None = None,
         paths.append(out / f"{stem}.json")
         paths[1].write_text(json.dumps({"meta": meta or {}, "rows": clean}, indent=1) + "\n")
     return paths
+
+
+# ------------------------------------------------- steady timings: one thread count everywhere, and the spread
+
+BENCH_THREADS = 1
+"""torch's intra-op thread count for every timing in the labs (the default of `fixed_threads`)."""
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int = BENCH_THREADS) -> Iterator[int]:
+    """Run the body with torch's intra-op thread count set to `threads`; the previous count is restored after,
+    also when the body raises. Yields the count in force.
+
+    Every lab times its code inside `with bench.fixed_threads():`, so that all labs measure the same way. One
+    thread by default: on a small CPU shared with other work, two threads make every operation wait for the
+    slower one, and a core taken by another process adds milliseconds at random; one thread is steady and,
+    for the labs' small tensors, rarely slower. GPU kernels are not affected (they run on the device).
+    """
+    if threads < 1:
+        raise ValueError(f"fixed_threads: threads must be >= 1; got {threads}.")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_stats(
+    fn: Callable[..., Any],
+    *args: Any,
+    warmup: int = 3,
+    reps: int = 10,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Wall-clock times of `fn(*args, **kwargs)` in milliseconds: the median and the spread of the runs.
+
+    Measured as `time_fn` measures (`warmup` untimed calls, then `reps` timed ones, the device synchronised
+    around each). Returns {"median", "min", "q1", "q3", "max": ms, "reps": reps, "times": [ms per run]};
+    q1 and q3 are the quartiles (the middle half of the runs lies between them). Report the median (or the
+    min) with the spread: a single number hides how much another process moved it.
+    """
+    if reps < 1:
+        raise ValueError(f"time_stats: reps must be >= 1; got {reps}.")
+    dev = _device_of(args, device)
+    for _ in range(warmup):
+        fn(*args, **kwargs)
+    times = []
+    for _ in range(reps):
+        synchronize(dev)
+        t0 = time.perf_counter()
+        fn(*args, **kwargs)
+        synchronize(dev)
+        times.append(1e3 * (time.perf_counter() - t0))
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if reps > 1 else (times[0],) * 3
+    return {"median": statistics.median(times), "min": min(times), "q1": q1, "q3": q3, "max": max(times),
+            "reps": reps, "times": times}
+
+
+def sweep_stats(
+    fns: dict[str, Callable[..., Any]],
+    sizes: Sequence[int],
+    make_inputs: Callable[[int], tuple],
+    *,
+    x: str = "N",
+    warmup: int = 2,
+    reps: int = 7,
+    memory: bool = True,
+    flops: bool = False,
+    device: torch.device | str | None = None,
+    desc: str = "sizes",
+    progress: bool = True,
+    threads: int = BENCH_THREADS,
+) -> list[dict[str, Any]]:
+    """`sweep`, with the spread of the timed runs in every row and torch's thread count fixed.
+
+    Rows as `sweep`'s ({"name", x, "ms", "peak_bytes", "flops", "device"}, "ms" the median), plus
+    "ms_min", "ms_q1", "ms_q3", "ms_max" (see `time_stats`), "reps" and "threads". Runs under
+    `fixed_threads(threads)` and torch.no_grad(); a CUDA out-of-memory error gives NaN for that size and the
+    larger ones of that function, as in `sweep`; any other error propagates.
+    """
+    from tqdm.auto import tqdm
+
+    nan = float("nan")
+    rows: list[dict[str, Any]] = []
+    out_of_memory: set[str] = set()
+    with fixed_threads(threads), torch.no_grad():
+        for size in tqdm(list(sizes), desc=desc, disable=not progress, leave=False):
+            args = make_inputs(size)
+            dev = _device_of(args, device)
+            for name, fn in fns.items():
+                row = {"name": name, x: int(size), "ms": nan, "ms_min": nan, "ms_q1": nan, "ms_q3": nan,
+                       "ms_max": nan, "reps": reps, "threads": threads, "peak_bytes": nan, "flops": nan,
+                       "device": dev.type}
+                rows.append(row)
+                if name in out_of_memory:
+                    continue
+                try:
+                    stats = time_stats(fn, *args, warmup=warmup, reps=reps, device=dev)
+                    row.update(ms=stats["median"], ms_min=stats["min"], ms_q1=stats["q1"], ms_q3=stats["q3"],
+                               ms_max=stats["max"])
+                    if memory:
+                        row["peak_bytes"] = peak_memory_bytes(fn, *args, device=dev)
+                    if flops:
+                        row["flops"] = count_flops(fn, *args)
+                except Exception as err:  # only out-of-memory is expected; re-raise the rest
+                    if not _is_oom(err):
+                        raise
+                    out_of_memory.add(name)
+                    for key in ("ms", "ms_min", "ms_q1", "ms_q3", "ms_max", "peak_bytes", "flops"):
+                        row[key] = nan
+                    if dev.type == "cuda":
+                        torch.cuda.empty_cache()
+            del args
+    return rows
+
+
+__all__ += ["BENCH_THREADS", "fixed_threads", "sweep_stats", "time_stats"]

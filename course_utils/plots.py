@@ -668,3 +668,250 @@ def plot_overwrite(similarity: Mapping[str, Mapping[str, float]], *, title: str 
 
 
 __all__ += ["plot_capacity", "plot_overwrite", "plot_retention_decay"]
+
+
+# ------------------------------------------ measured costs with their spread; estimators with their intervals
+
+
+def _pair_note(rows: list[dict[str, Any]], pair: tuple[str, str], short: Mapping[str, str], metric: str,
+               x: str) -> str:
+    """What the dotted line compares, naming both of the pair: where they cross, and which is lower at the
+    largest x measured (or that they never cross)."""
+    a, b = pair
+    values = {name: {r[x]: r[metric] for r in rows if r["name"] == name and not _isnan(r.get(metric))}
+              for name in pair}
+    common = sorted(set(values[a]) & set(values[b]))
+    if not common:
+        return f"{short[a]} vs {short[b]}: nothing to compare"
+    last = common[-1]
+    lower = short[b] if values[b][last] < values[a][last] else short[a]
+    x_star = crossover(rows, a, b, key=metric, x=x)
+    if x_star is None:
+        return f"{short[a]} vs {short[b]}: no crossover;\n{lower} lower at every {x} measured"
+    return f"{short[a]} vs {short[b]}: cross at {x} ≈ {x_star:,.0f};\n{lower} lower at {x} = {last:,}"
+
+
+def _one_legend_below(fig: Figure, axes: Sequence[Any], ncol: int = 3) -> None:
+    """One legend for all panels, below them, where it covers no curve (labels deduplicated)."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(ncol, len(handles)), fontsize=8, frameon=False)
+
+
+def plot_scaling_spread(
+    rows: list[dict[str, Any]],
+    metrics: Sequence[str] = ("ms", "peak_bytes", "flops"),
+    *,
+    x: str = "N",
+    pair: tuple[str, str] | None = None,
+    pair_labels: tuple[str, str] | None = None,
+    models: Mapping[str, Mapping[str, Callable[[np.ndarray], np.ndarray]]] | None = None,
+    labels: Mapping[str, str] | None = None,
+    title: str | None = None,
+    spread: tuple[str, str] | None = ("ms_q1", "ms_q3"),
+) -> Figure:
+    """`plot_scaling` for rows from `bench.sweep_stats`: the time panel draws each point's spread as a bar
+    (default: the quartiles of the timed runs, so the middle half of the runs lies on the bar), every panel's
+    note names the pair whose crossover its dotted line marks, and one legend sits below the panels, where it
+    covers no curve.
+
+    pair: (a, b) as in plot_scaling (default: the first and last names).  pair_labels: short names for the
+    pair in the notes (default: the names).  spread: the row keys of the bar's ends, or None for no bars.
+    """
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    if not names:
+        raise ValueError("plot_scaling_spread: no rows to plot.")
+    pair = pair or (names[0], names[-1])
+    short = dict(zip(pair, pair_labels or pair))
+    shown = [m for m in metrics if any(not _isnan(r.get(m)) for r in rows)]
+    fig = plot_scaling(rows, shown, x=x, pair=pair, models=models, labels=labels)
+    for ax, metric in zip(fig.axes, shown):
+        for text in list(ax.texts):  # plot_scaling's notes do not say which pair they compare: ours do
+            text.remove()
+        if metric == "ms" and spread is not None:
+            colors = {line.get_label(): line.get_color() for line in ax.get_lines()}
+            for name in names:
+                pts = sorted((r[x], r["ms"], r.get(spread[0]), r.get(spread[1])) for r in rows
+                             if r["name"] == name and not any(_isnan(r.get(k)) for k in ("ms", *spread)))
+                if pts:
+                    xs, mid, lo, hi = (np.array(v, dtype=float) for v in zip(*pts))
+                    ax.errorbar(xs, mid, yerr=[mid - lo, hi - mid], fmt="none", ecolor=colors.get(name, "0.3"),
+                                elinewidth=1.2, capsize=3, label="_nolegend_")
+            reps = {r.get("reps") for r in rows} - {None}
+            runs = f"{reps.pop()} runs" if len(reps) == 1 else "the runs"
+            ax.set_ylabel(f"{ax.get_ylabel()}\nbars: middle half of {runs}")
+        ax.text(0.03, 0.97, _pair_note(rows, pair, short, metric, x), transform=ax.transAxes, va="top", fontsize=8,
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.5})
+    _one_legend_below(fig, fig.axes)
+    return _finish(fig, title)
+
+
+def plot_error_intervals(
+    Ms: Sequence[int],
+    errors: Mapping[str, tuple[Any, Any, Any]],
+    *,
+    ratio: tuple[Any, Any, Any] | None = None,
+    ratio_label: str = "ratio of the errors",
+    mark: float | None = None,
+    mark_label: str | None = None,
+    ylabel: str = "relative RMS error of exp(x·y)",
+    colors: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Errors against the number of random features M, each point with its confidence interval (a bar), and
+    optionally the ratio of two estimators with its own interval in a second panel.
+
+    errors: {name: (center, low, high)}, each [len(Ms)].  ratio: (center, low, high), e.g. orthogonal / iid
+    from a paired bootstrap; a dashed line marks 1 (no difference).  mark: an M to mark with a dotted line
+    (e.g. the dimension d, where orthogonal blocks fill up), labelled mark_label.
+    """
+    Ms_arr = np.asarray(Ms, dtype=float)
+    n = 2 if ratio is not None else 1
+    fig, axes = plt.subplots(1, n, figsize=(5.6 * n, 4.0), squeeze=False)
+    ax = axes[0][0]
+    colors = {**_colors(list(errors)), **(colors or {})}
+    for i, (name, (mid, lo, hi)) in enumerate(errors.items()):
+        mid, lo, hi = (_as_array(v) for v in (mid, lo, hi))
+        if not len(mid) == len(lo) == len(hi) == len(Ms_arr):
+            raise ValueError(f"plot_error_intervals: errors[{name!r}] needs {len(Ms_arr)} values per array.")
+        xs = Ms_arr * 1.04 ** (i - (len(errors) - 1) / 2)  # side by side, so that no bar hides another
+        ax.errorbar(xs, mid, yerr=[mid - lo, hi - mid], fmt="o-", ms=4, capsize=3, color=colors[name], label=name)
+    ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    panels = [ax]
+    if ratio is not None:
+        rax = axes[0][1]
+        mid, lo, hi = (_as_array(v) for v in ratio)
+        rax.errorbar(Ms_arr, mid, yerr=[mid - lo, hi - mid], fmt="o-", ms=4, capsize=3, color="k", label=ratio_label)
+        rax.axhline(1.0, color="0.4", ls="--", lw=1, label="1: no difference")
+        rax.set_ylabel(ratio_label)
+        panels.append(rax)
+    for a in panels:
+        a.set_xscale("log", base=2)
+        a.set_xlabel("number of random features M")
+        a.grid(True, which="major", alpha=0.3)
+        if mark is not None:
+            a.axvline(mark, color="k", ls=":", lw=1.1, label=mark_label)
+    _one_legend_below(fig, panels)
+    return _finish(fig, title)
+
+
+def plot_feature_variance(norms: Sequence[float], M: int = 64, *, title: str | None = None) -> Figure:
+    """The error of one random-feature estimate of exp(x·y), averaged over M features, against x·y, for
+    equal norms |x| = |y| = r (one panel per r, the same y-axis): sqrt(relative variance / M) with the
+    relative variances of Performer's Lemma 2, e^{|x+y|²} - 1 (positive features) and 2 sinh²(|x-y|²/2)
+    (trigonometric). The dotted line marks where the two are equal. Nothing is sampled.
+    """
+    from course_utils.widgets import feature_variance_numbers, relative_feature_variance
+
+    norms = list(norms)
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.4 * len(norms), 3.9), squeeze=False, sharey=True)
+    for ax, r in zip(axes[0], norms):
+        n = feature_variance_numbers(r, M)
+        xy = r * r * np.linspace(-1, 1, 401)
+        for kind, color in (("positive", "tab:red"), ("trigonometric", "tab:blue")):
+            err = np.sqrt(relative_feature_variance(kind, xy, r * r, r * r) / M)
+            ax.plot(xy, np.where(err > 0, err, np.nan), color=color, lw=2, label=f"{kind} features")
+        ax.axvline(n["crossover_xy"], color="k", ls=":", lw=1.1)
+        ax.annotate(f"positive = trigonometric\nat x·y = {n['crossover_xy']:+.2f}", xy=(n["crossover_xy"], 0.97),
+                    xycoords=("data", "axes fraction"), xytext=(4, 0), textcoords="offset points", va="top",
+                    fontsize=8)
+        ax.annotate(f"x = y: {n['positive_at_x_eq_y']:.3g}", xy=(xy[-1], n["positive_at_x_eq_y"]), xytext=(-2, 5),
+                    textcoords="offset points", ha="right", va="bottom", fontsize=8, color="tab:red")
+        ax.set_yscale("log")
+        ax.set_ylim(1e-2, 1e3)
+        ax.set_xlabel("x·y  (x·y = r² cos θ)")
+        ax.set_title(f"|x| = |y| = {r:g}", fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0][0].set_ylabel(f"relative error of the estimate, M = {M}")
+    _one_legend_below(fig, list(axes[0]))
+    return _finish(fig, title)
+
+
+# ------------------------------------------------------------------ feature maps: how spiky their weights are
+
+
+def plot_feature_map_weights(
+    scores: Any,
+    weights: Mapping[str, Any],
+    entropies: Mapping[str, Any],
+    *,
+    max_entropy: float | None = None,
+    reference: str = "softmax",
+    colors: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Attention weights of several feature maps against softmax's, on the same queries and keys.
+
+    Left, one small panel per map: one query's weight on every key against the key's score x·y (log scale:
+    zero weights, from ReLU-like maps, are not drawn), with the reference's weights as a black line (softmax's
+    lie on a straight line, exp(x·y) / Z). Right: the entropy of every query's weights, one box per map
+    (lower: spikier), with log T, the entropy of uniform weights, dashed.
+    scores: [T_k].  weights: {name: [T_k]}, the reference included.  entropies: {name: [T_q]}.
+    """
+    s = _as_array(scores)
+    names = list(weights)
+    others = [n for n in names if n != reference]
+    palette = ["tab:red", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:blue", "tab:pink", "tab:olive"]
+    colors = {reference: "k", **{n: palette[i % len(palette)] for i, n in enumerate(others)}, **(colors or {})}
+    cols = 3
+    rows_ = max(1, math.ceil(len(others) / cols))
+    # two sub-figures, each laid out on its own: the long names on the right need no gaps between small panels
+    fig = plt.figure(figsize=(13.0, 2.5 * rows_ + 1.3), layout="constrained")
+    panels, boxes = fig.subfigures(1, 2, width_ratios=[2.3, 1], wspace=0.02)
+    small = panels.subplots(rows_, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    order = np.argsort(s)
+    ref = _as_array(weights[reference]) if reference in weights else None
+    for i, ax in enumerate(small):
+        if i >= len(others):
+            ax.set_visible(False)
+            continue
+        name = others[i]
+        w = _as_array(weights[name])
+        if w.shape != s.shape:
+            raise ValueError(f"plot_feature_map_weights: weights[{name!r}] has shape {w.shape}, scores {s.shape}.")
+        if ref is not None:
+            ax.plot(s[order], ref[order], color="k", lw=1.6)
+        ax.scatter(s, np.where(w > 0, w, np.nan), s=9, alpha=0.8, color=colors[name])
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9, color=colors[name])
+        ax.grid(True, which="major", alpha=0.3)
+        ax.tick_params(labelsize=8, labelbottom=True)
+        if i % cols == 0:
+            ax.set_ylabel("weight", fontsize=9)
+        if i + cols >= len(others):
+            ax.set_xlabel("score x·y of each key", fontsize=9)
+    right = boxes.subplots()
+    ents = [_as_array(entropies[n]) for n in names]
+    box = right.boxplot(ents, vert=False, patch_artist=True, widths=0.6, showfliers=False,
+                        medianprops={"color": "k", "lw": 1.5})
+    for patch, name in zip(box["boxes"], names):
+        patch.set_facecolor(colors[name])
+        patch.set_alpha(0.45)
+    right.set_yticks(range(1, len(names) + 1), names)
+    right.invert_yaxis()
+    if max_entropy is not None:
+        right.axvline(max_entropy, color="0.3", ls="--", lw=1.2)
+        right.annotate("uniform: log T", xy=(max_entropy, 1.0), xycoords=("data", "axes fraction"),
+                       xytext=(0, 3), textcoords="offset points", ha="right", va="bottom", fontsize=8)
+    right.set_xlabel("entropy of each query's weights (nats):\nlower is spikier")
+    right.grid(True, axis="x", alpha=0.3)
+    if len(others):
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color="k", lw=1.6, label=f"{reference}'s weights (the same in every panel)"),
+                   Line2D([], [], color="0.45", marker="o", ls="none", ms=4,
+                          label="the weights of the map in the panel's title")]
+        panels.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+__all__ += ["plot_error_intervals", "plot_feature_map_weights", "plot_feature_variance", "plot_scaling_spread"]

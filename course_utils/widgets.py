@@ -311,3 +311,90 @@ def gate_decay_explorer(bias: float = 0.0, spread: float = 3.0, tau: float = 16.
     """Build the per-channel decay explorer (show it by ending a cell with it; `.update(tau=...)` sets it from
     code and returns the numbers)."""
     return GateDecayExplorer(bias=bias, spread=spread, tau=tau, K=K, steps=steps)
+
+
+# ------------------------------------------- random features: how the estimators' error grows with the norms
+
+
+def relative_feature_variance(kind: str, xy: Any, sq_x: Any, sq_y: Any) -> Any:
+    """Variance of one random feature's estimate of exp(x·y), divided by exp(2 x·y) (Choromanski et al. 2021,
+    Lemma 2), from x·y and the squared norms |x|², |y|² (floats or numpy arrays):
+
+    kind="positive":       e^{|x+y|²} - 1,        |x+y|² = |x|² + |y|² + 2 x·y
+    kind="trigonometric":  2 sinh²(|x-y|² / 2),   |x-y|² = |x|² + |y|² - 2 x·y
+    The estimate from M features has 1/M of it.
+    """
+    import numpy as np
+
+    xy, sq_x, sq_y = (np.asarray(v, dtype=float) for v in (xy, sq_x, sq_y))
+    if kind == "positive":
+        return np.expm1(sq_x + sq_y + 2 * xy)
+    if kind == "trigonometric":
+        return 2 * np.sinh((sq_x + sq_y - 2 * xy) / 2) ** 2
+    raise ValueError(f"relative_feature_variance: kind must be 'positive' or 'trigonometric'; got {kind!r}.")
+
+
+def feature_variance_numbers(norm: float, M: int = 64) -> dict[str, Any]:
+    """The numbers the feature-variance explorer shows for |x| = |y| = norm and M features.
+
+    Returns {"norm", "M", "crossover_xy" (the x·y where both estimators have the same variance; positive
+    features have the smaller one below it), "crossover_cos" (the same as cos θ = x·y / norm²),
+    "error_at_crossover", "positive_at_x_eq_y" (the positive estimate's relative error at x = y, where
+    |x+y|² = 4 norm²), "trigonometric_at_x_eq_minus_y"}; errors are sqrt(relative variance / M).
+    """
+    if norm <= 0 or M < 1:
+        raise ValueError(f"feature_variance_numbers: needs norm > 0 and M >= 1; got norm={norm}, M={M}.")
+    sq = float(norm) ** 2
+
+    def err(kind: str, c: float) -> float:
+        return math.sqrt(float(relative_feature_variance(kind, sq * c, sq, sq)) / M)
+
+    lo, hi = -1.0, 1.0  # positive's error rises with cos θ from 0, trigonometric's falls to 0: one crossing
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if err("positive", mid) < err("trigonometric", mid) else (lo, mid)
+    c = (lo + hi) / 2
+    return {"norm": float(norm), "M": int(M), "crossover_xy": sq * c, "crossover_cos": c,
+            "error_at_crossover": err("positive", c), "positive_at_x_eq_y": err("positive", 1.0),
+            "trigonometric_at_x_eq_minus_y": err("trigonometric", -1.0)}
+
+
+class FeatureVarianceExplorer(_Explorer):
+    """A slider for the norm r = |x| = |y| and a choice of M; redraws the relative error of positive and
+    trigonometric random features against x·y (course_utils.plots.plot_feature_variance). Nothing is sampled.
+    """
+
+    def __init__(self, norm: float = 1.0, M: int = 64, M_choices: Sequence[int] = (16, 64, 256, 1024)):
+        import ipywidgets as w
+
+        style = {"description_width": "120px"}
+        layout = w.Layout(width="440px")
+        self.norm = w.FloatSlider(value=norm, min=0.25, max=2.0, step=0.05, description="|x| = |y| = r",
+                                  readout_format=".2f", style=style, layout=layout, continuous_update=False)
+        self.M = w.Dropdown(options=list(M_choices), value=M, description="features M", style=style, layout=layout)
+        self._start({"norm": self.norm, "M": self.M}, columns=[(self.norm,), (self.M,)])
+
+    def _draw(self) -> tuple[dict[str, Any], str, Figure]:
+        from course_utils.plots import plot_feature_variance
+
+        n = feature_variance_numbers(self.norm.value, self.M.value)
+        text = (
+            f"<b>|x| = |y| = {n['norm']:.2f}, M = {n['M']}</b>: positive features are the more precise for "
+            f"x·y &lt; {n['crossover_xy']:+.3f} (cos θ &lt; {n['crossover_cos']:+.3f}); at x = y their relative "
+            f"error is <b>{n['positive_at_x_eq_y']:.3g}</b> (it grows like e<sup>|x+y|²/2</sup>)."
+        )
+        return n, text, plot_feature_variance([n["norm"]], n["M"])
+
+    def update(self, norm: float | None = None, M: int | None = None) -> dict[str, Any]:
+        """Set any of the controls, redraw once, and return the numbers drawn (see feature_variance_numbers)."""
+        return self._set(norm=norm, M=M)
+
+
+def feature_variance_explorer(norm: float = 1.0, M: int = 64) -> FeatureVarianceExplorer:
+    """Build the norm explorer for random-feature errors (show it by ending a cell with it; `.update(norm=...)`
+    sets it from code and returns the numbers)."""
+    return FeatureVarianceExplorer(norm=norm, M=M)
+
+
+__all__ += ["FeatureVarianceExplorer", "feature_variance_explorer", "feature_variance_numbers",
+            "relative_feature_variance"]

@@ -113,3 +113,30 @@ def test_wrong_badge_is_caught_and_badges_rewrites_it(course):
     assert authoring.badge_target(fixed) == "solutions/99_test.ipynb"
     assert fixed.cells[1].source == authoring.SETUP_CELL
     assert fixed.metadata.kernelspec.name == "python3"
+
+
+ANSWERS = """**Questions.** 1. Why is the sky blue?
+
+### BEGIN SOLUTION
+1. Rayleigh scattering goes like the inverse fourth power of the wavelength.
+### END SOLUTION"""
+
+
+def test_written_answers_in_markdown_are_stubbed_and_their_leaks_caught(course):
+    sol = nbformat.read(course, as_version=4)
+    sol.cells.append(nbformat.v4.new_markdown_cell(ANSWERS))
+    nbformat.write(sol, course)
+    (lab_path,) = authoring.write_labs()
+    lab = nbformat.read(lab_path, as_version=4)
+    md = lab.cells[-1].source
+    assert md == "**Questions.** 1. Why is the sky blue?\n\n" + authoring.ANSWER_STUB
+    assert "Rayleigh" not in lab_path.read_text() and authoring.check_labs() == []
+    lab.cells[-1].source = md + "\n1. Rayleigh scattering goes like the inverse fourth power of the wavelength."
+    problems = authoring.find_leaks(nbformat.read(course, as_version=4), lab)
+    assert any("written answer leaked" in p and "Rayleigh" in p for p in problems)
+    lab.cells[-1].source = ANSWERS  # markers and all
+    assert any("answer markers left" in p for p in authoring.find_leaks(sol, lab))
+    with pytest.raises(ValueError, match="without"):
+        authoring._stub_answers("text\n### BEGIN SOLUTION\nan answer", "cell 9")
+    assert authoring._stub_answers("no markers: ### BEGIN SOLUTION inline stays", "c") == \
+        "no markers: ### BEGIN SOLUTION inline stays"

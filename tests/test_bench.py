@@ -185,3 +185,72 @@ def test_cuda_peak_memory_and_timing():
     rows = bench.sweep({"sum": lambda t: t.sum()}, [1 << 10, 1 << 12], lambda N: (torch.ones(N, device="cuda"),),
                        progress=False, flops=True)
     assert all(r["device"] == "cuda" and r["peak_bytes"] >= 0 for r in rows)
+
+
+# ------------------------------------------------------------- steady timings: fixed threads, the spread
+
+
+def test_fixed_threads_sets_and_restores_even_on_error():
+    before = torch.get_num_threads()
+    with bench.fixed_threads() as n:
+        assert n == bench.BENCH_THREADS == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="boom"):
+        with bench.fixed_threads(2):
+            assert torch.get_num_threads() == 2
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        with bench.fixed_threads(0):
+            pass
+
+
+def test_time_stats_counts_calls_and_orders_its_statistics():
+    calls = []
+    s = bench.time_stats(lambda x: calls.append(x), 1, warmup=2, reps=5)
+    assert len(calls) == 7 and s["reps"] == 5 and len(s["times"]) == 5
+    assert s["min"] <= s["q1"] <= s["median"] <= s["q3"] <= s["max"]
+    one = bench.time_stats(lambda: None, warmup=0, reps=1)
+    assert one["min"] == one["q1"] == one["median"] == one["q3"] == one["max"]
+    with pytest.raises(ValueError, match="reps"):
+        bench.time_stats(lambda: None, reps=0)
+
+
+def test_time_stats_median_of_sleeps_and_a_spread_that_shows_an_outlier():
+    import time
+
+    delays = iter([0.0, 0.002, 0.002, 0.002, 0.002, 0.050])  # one warm-up, then one slow run of five
+    s = bench.time_stats(lambda: time.sleep(next(delays)), warmup=1, reps=5)
+    assert 1.5 < s["median"] < 15 and s["max"] > 45 and s["max"] > 3 * s["median"]
+
+
+def test_sweep_stats_rows_carry_the_spread_and_the_threads_and_restore_them():
+    before = torch.get_num_threads()
+    seen = []
+
+    def fn(x):
+        seen.append(torch.get_num_threads())
+        return x + 1
+
+    rows = bench.sweep_stats({"id": fn, "sq": lambda x: x * x}, [4, 8], lambda T: (torch.ones(T),), x="T",
+                             warmup=1, reps=3, memory=True, flops=False, progress=False)
+    assert torch.get_num_threads() == before and set(seen) == {1}
+    assert [(r["name"], r["T"]) for r in rows] == [("id", 4), ("sq", 4), ("id", 8), ("sq", 8)]
+    for r in rows:
+        assert r["ms_min"] <= r["ms_q1"] <= r["ms"] <= r["ms_q3"] <= r["ms_max"]
+        assert r["reps"] == 3 and r["threads"] == 1 and r["peak_bytes"] >= 0 and math.isnan(r["flops"])
+
+
+def test_sweep_stats_propagates_a_stub_error():
+    def stub(x):
+        raise NotImplementedError("Exercise 1.1: write your code here")
+
+    with pytest.raises(NotImplementedError):
+        bench.sweep_stats({"stub": stub}, [4], lambda N: (torch.ones(N),), progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_sweep_stats():
+    rows = bench.sweep_stats({"sum": lambda t: t.sum()}, [1 << 10, 1 << 12], lambda N: (torch.ones(N, device="cuda"),),
+                             progress=False, flops=True)
+    assert all(r["device"] == "cuda" and r["ms_min"] <= r["ms"] <= r["ms_max"] and r["peak_bytes"] >= 0 for r in rows)

@@ -210,3 +210,83 @@ def test_overwrite_figure_groups_bars_by_memory():
     ax = fig.axes[0]
     assert len(ax.patches) == 6 and [t.get_text() for t in ax.get_xticklabels()] == ["linear", "delta", "softmax"]
     assert sorted(round(p.get_height(), 2) for p in ax.patches)[-1] == 1.0
+
+
+# ------------------------------------------- lab 01: spread, intervals, random-feature variance, feature maps
+
+
+def _rows_with_spread():
+    rows = _rows()
+    for r in rows:
+        r.update(ms_q1=0.8 * r["ms"], ms_q3=1.3 * r["ms"], reps=7)
+    return rows
+
+
+def test_plot_scaling_spread_bars_named_pair_and_one_legend_below():
+    fig = plots.plot_scaling_spread(_rows_with_spread(), pair=("softmax", "linear"), pair_labels=("S", "L"),
+                                    models={"flops": {"4N²d": lambda N: 4 * N * N * 64}}, title="t")
+    time_ax, mem_ax, flop_ax = fig.axes
+    bars = [c for c in time_ax.containers if c.__class__.__name__ == "ErrorbarContainer"]
+    assert len(bars) == 2 and not mem_ax.containers  # spread on the time panel only
+    segments = bars[0].lines[2][0].get_segments()  # softmax's bars: from q1 to q3 at every N
+    assert np.allclose([(s[0][1], s[1][1]) for s in segments], [(0.8e-4 * n * n, 1.3e-4 * n * n)
+                                                                 for n in (64, 128, 256, 512, 1024)])
+    assert "7 runs" in time_ax.get_ylabel()
+    notes = [t.get_text() for t in time_ax.texts]
+    assert notes == ["S vs L: cross at N ≈ 200;\nL lower at N = 1,024"]
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["softmax", "linear", "4N²d"]  # deduplicated across panels
+    assert _vlines(time_ax)[0].get_xdata()[0] == pytest.approx(200.0) and fig.get_suptitle() == "t"
+
+
+def test_plot_scaling_spread_without_crossover_names_both_and_needs_rows():
+    rows = [r for r in _rows_with_spread() if r["N"] >= 256]
+    fig = plots.plot_scaling_spread(rows, ("ms",), pair=("softmax", "linear"), spread=None)
+    assert not fig.axes[0].containers
+    assert fig.axes[0].texts[0].get_text() == "softmax vs linear: no crossover;\nlinear lower at every N measured"
+    with pytest.raises(ValueError, match="no rows"):
+        plots.plot_scaling_spread([])
+
+
+def test_plot_error_intervals_bars_ratio_panel_and_mark():
+    Ms = [4, 8, 16]
+    mid = np.array([1.0, 0.7, 0.5])
+    fig = plots.plot_error_intervals(Ms, {"iid": (mid, mid - 0.1, mid + 0.1), "orth": (mid * 0.9, mid * 0.8, mid)},
+                                     ratio=(np.full(3, 0.9), np.full(3, 0.8), np.full(3, 1.0)), mark=16,
+                                     mark_label="M = d")
+    left, right = fig.axes
+    assert len(left.containers) == 2 and len(right.containers) == 1
+    assert any(line.get_linestyle() == "--" and set(line.get_ydata()) == {1.0} for line in right.get_lines())
+    assert len(_vlines(left)) == 1 and _vlines(left)[0].get_xdata()[0] == 16
+    assert "M = d" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(plots.plot_error_intervals(Ms, {"iid": (mid, mid, mid)}).axes) == 1
+    with pytest.raises(ValueError, match="3 values"):
+        plots.plot_error_intervals(Ms, {"iid": (mid[:2], mid[:2], mid[:2])})
+
+
+def test_plot_feature_variance_one_panel_per_norm_and_the_crossing():
+    from course_utils.widgets import feature_variance_numbers
+
+    fig = plots.plot_feature_variance([0.5, 1.0], M=64)
+    assert len(fig.axes) == 2
+    ax = fig.axes[1]
+    red, blue = ax.get_lines()[:2]
+    assert red.get_ydata()[-1] == pytest.approx(np.sqrt(np.expm1(4.0) / 64))  # x = y at |x| = |y| = 1
+    assert _vlines(ax)[0].get_xdata()[0] == pytest.approx(feature_variance_numbers(1.0)["crossover_xy"])
+    assert "positive = trigonometric" in ax.texts[0].get_text()
+
+
+def test_plot_feature_map_weights_one_panel_per_map_and_entropy_boxes():
+    s = np.linspace(-3, 3, 20)
+    soft = np.exp(s) / np.exp(s).sum()
+    weights = {"softmax": soft, "flat": np.full(20, 0.05), "relu": np.where(s > 0, s, 0) / np.clip(s, 0, None).sum()}
+    ents = {n: np.random.default_rng(0).random(8) + i for i, n in enumerate(weights)}
+    fig = plots.plot_feature_map_weights(s, weights, ents, max_entropy=np.log(20), title="t")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    small, right = visible[:-1], visible[-1]
+    assert [ax.get_title() for ax in small] == ["flat", "relu"]
+    assert [t.get_text() for t in right.get_yticklabels()] == list(weights)
+    assert len(small[1].collections[0].get_offsets().compressed()) < 2 * 20  # zero weights are not drawn
+    with pytest.raises(ValueError, match="shape"):
+        plots.plot_feature_map_weights(s, {"softmax": soft, "bad": np.ones(3)}, ents)

@@ -105,3 +105,38 @@ def test_explorer_propagates_a_stub():
 
     with pytest.raises(NotImplementedError, match="Exercise 3.2"):
         widgets.chunk_cost_explorer(stub, nbytes, HARDWARE)
+
+
+# ------------------------------------------------------------------------------ random-feature variance
+
+
+def test_relative_feature_variance_formulas():
+    xy, sq = np.array([-0.5, 0.0, 0.5]), 1.0
+    assert np.allclose(widgets.relative_feature_variance("positive", xy, sq, sq), np.expm1(2 + 2 * xy))
+    assert np.allclose(widgets.relative_feature_variance("trigonometric", xy, sq, sq), 2 * np.sinh(1 - xy) ** 2)
+    with pytest.raises(ValueError, match="kind"):
+        widgets.relative_feature_variance("cosine", xy, sq, sq)
+
+
+def test_feature_variance_numbers_crossing_and_growth():
+    n = widgets.feature_variance_numbers(1.0, 64)
+    assert n["crossover_xy"] == pytest.approx(-0.1710, abs=2e-4) and n["crossover_cos"] == n["crossover_xy"]
+    pos = widgets.relative_feature_variance("positive", n["crossover_xy"], 1.0, 1.0)
+    trig = widgets.relative_feature_variance("trigonometric", n["crossover_xy"], 1.0, 1.0)
+    assert pos == pytest.approx(trig, rel=1e-9)
+    assert n["positive_at_x_eq_y"] == pytest.approx(math.sqrt(math.expm1(4.0) / 64))
+    assert widgets.feature_variance_numbers(3.0)["crossover_xy"] == pytest.approx(-math.log(2) / 4, abs=1e-6)
+    assert widgets.feature_variance_numbers(1.5)["positive_at_x_eq_y"] > 10 * n["positive_at_x_eq_y"]
+    with pytest.raises(ValueError, match="norm"):
+        widgets.feature_variance_numbers(0.0)
+
+
+def test_feature_variance_explorer_headless(monkeypatch):
+    ex = widgets.feature_variance_explorer(norm=1.0, M=64)
+    draws = _count_draws(ex, monkeypatch)
+    n = ex.update(norm=1.5, M=256)
+    assert len(draws) == 1 and n == widgets.feature_variance_numbers(1.5, 256)
+    assert len(ex.figure.axes) == 1 and "1.50" in ex.text.value
+    ex.norm.value = 0.5
+    assert len(draws) == 2 and ex.numbers["norm"] == 0.5
+    assert isinstance(ex.figure, Figure)
