@@ -5,7 +5,6 @@ from __future__ import annotations
 import traceback
 from typing import Callable
 
-
 SKIPPED = "○"  # a glyph the default fonts have (Chromium draws "⏭" as an empty box)
 
 
