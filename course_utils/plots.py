@@ -915,3 +915,162 @@ def plot_feature_map_weights(
 
 
 __all__ += ["plot_error_intervals", "plot_feature_map_weights", "plot_feature_variance", "plot_scaling_spread"]
+
+
+# ------------------------------------------------------------------ timings with their spread; named comparisons
+# Lab 03: a timing is a median with the spread of its runs (bench.time_stats / bench.sweep_stats), a crossover
+# names the two curves it compares, and legends sit below the panels, where they cover no curve.
+
+
+def _legend_below(ax: Any, handles: Sequence[Any] | None = None, ncol: int = 1) -> None:
+    handles = list(handles) if handles is not None else ax.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol,
+              frameon=False)
+
+
+def plot_timings_spread(
+    Cs: Sequence[float],
+    series: Mapping[str, Sequence[Mapping[str, float]]],
+    *,
+    fit: tuple[Sequence[float], str] | None = None,
+    model: tuple[Sequence[float], Sequence[float], str] | None = None,
+    xlabel: str = "chunk size C",
+    ylabel: str = "time per call (ms)",
+    title: str | None = None,
+) -> Figure:
+    """Measured times against C (log-log): per series the median of the runs, with a bar over the middle half
+    of them (first to third quartile) and a thin one from the fastest to the slowest run.
+
+    series: {label: [bench.time_stats(...) dict per C]} (keys "median", "q1", "q3", "min", "max"); the fastest C
+        of the first series is starred. fit: (ms per C, label), dashed. model: (Cs, seconds, label) drawn in a
+        second panel in µs, its best C starred. Legends sit below the panels.
+    """
+    n = 2 if model is not None else 1
+    fig, axes = plt.subplots(1, n, figsize=(5.4 * n, 4.5), squeeze=False)
+    ax = axes[0][0]
+    C = _as_array(Cs)
+    markers = ["o", "s", "^", "D"]
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple"]
+    first, first_label = None, ""
+    for i, (label, stats) in enumerate(series.items()):
+        med = np.array([s["median"] for s in stats], dtype=float)
+        lo, hi = np.array([s["q1"] for s in stats]), np.array([s["q3"] for s in stats])
+        mn, mx = np.array([s["min"] for s in stats]), np.array([s["max"] for s in stats])
+        c = colors[i % len(colors)]
+        ax.errorbar(C, med, yerr=[med - mn, mx - med], fmt="none", ecolor=c, elinewidth=0.7, alpha=0.5)
+        ax.errorbar(C, med, yerr=[med - lo, hi - med], fmt=markers[i % len(markers)] + "-", color=c, ms=4,
+                    lw=1, elinewidth=2.2, capsize=0, label=f"{label} (median; bars: middle half, min–max)")
+        if first is None:
+            first, first_label = med, label.split(":")[0] if ":" in label else ""
+    if fit is not None:
+        ax.plot(C, _as_array(fit[0]), "--", color="0.3", label=fit[1])
+    if first is not None:
+        i = int(np.nanargmin(first))
+        which = f" ({first_label})" if first_label else ""
+        ax.plot(C[i], first[i], "*", ms=13, color="tab:red", label=f"fastest{which}: C = {C[i]:.0f}", zorder=5)
+    ax.set_ylabel(ylabel)
+    if model is not None:
+        Cm, sm, label = model
+        ax2 = axes[0][1]
+        ys = 1e6 * _as_array(sm)
+        ax2.plot(_as_array(Cm), ys, "o-", ms=3, color="k", label=label)
+        j = int(np.nanargmin(ys))
+        ax2.plot(_as_array(Cm)[j], ys[j], "*", ms=13, color="tab:red", label=f"best: C = {_as_array(Cm)[j]:.0f}")
+        ax2.set_ylabel("modelled time (µs)")
+    for a in axes[0]:
+        a.set_xscale("log", base=2)
+        a.set_yscale("log")
+        a.set_xlabel(xlabel)
+        a.grid(True, which="major", alpha=0.3)
+        _legend_below(a)
+    return _finish(fig, title)
+
+
+def _pair_text(rows: list[dict[str, Any]], a: str, b: str, metric: str, x: str) -> tuple[float | None, str]:
+    """(crossover x or None, one line naming both curves and what the comparison found)."""
+    values = {name: {r[x]: r[metric] for r in rows if r["name"] == name and not _isnan(r.get(metric))}
+              for name in (a, b)}
+    common = sorted(set(values[a]) & set(values[b]))
+    if not common:
+        return None, f"{a} vs {b}: not measured at the same {x}"
+    x_star = crossover(rows, a, b, key=metric, x=x)
+    if x_star is not None:
+        low_after = a if values[a][common[-1]] < values[b][common[-1]] else b
+        return x_star, f"{a} vs {b}: cross at {x} ≈ {x_star:,.0f} ({low_after} lower above it)"
+    lower = a if values[a][common[-1]] < values[b][common[-1]] else b
+    return None, (f"{a} vs {b}: no crossover for {x} = {common[0]:,}…{common[-1]:,}, {lower} lower at every "
+                  f"{x} measured")
+
+
+def plot_scaling_pairs(
+    rows: list[dict[str, Any]],
+    metrics: Sequence[str] = ("ms", "peak_bytes"),
+    *,
+    x: str = "N",
+    pairs: Sequence[tuple[str, str]] = (),
+    labels: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """`plot_scaling` for a benchmark read by others: every comparison names its two curves, the timing panel
+    shows the spread of the runs, and the legend sits below the panels.
+
+    rows: from bench.sweep_stats (or bench.sweep: no spread then); one log-log panel per metric, one line per
+    function name; on "ms" a band from the first to the third quartile of the runs where rows hold them.
+    pairs: (a, b) function names compared on every panel: a dotted vertical line, numbered, where they cross,
+    and under the panel one line per pair ("a vs b: cross at T ≈ … (b lower above it)" or "a vs b: no
+    crossover for T = …, a lower at every T measured").
+    """
+    import textwrap
+
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    if not names:
+        raise ValueError("plot_scaling_pairs: no rows to plot.")
+    colors = _colors(names)
+    metrics = [m for m in metrics if any(not _isnan(r.get(m)) for r in rows)]
+    labels = {**METRIC_LABELS, **(labels or {})}
+    texts = {m: [_pair_text(rows, a, b, m, x) for a, b in pairs] for m in metrics}
+    wrapped = {m: ["\n".join(textwrap.wrap(f"({k}) {t}", 62, subsequent_indent="     "))
+                   for k, (_, t) in enumerate(texts[m], start=1)] for m in metrics}
+    n_lines = max([sum(w.count("\n") + 1 for w in wrapped[m]) for m in metrics] + [0])
+    fig = plt.figure(figsize=(5.2 * len(metrics), 4.3 + 0.16 * n_lines))
+    grid = fig.add_gridspec(2, len(metrics), height_ratios=[3.6, 0.35 + 0.16 * n_lines])
+    handles = []
+    for j, metric in enumerate(metrics):
+        ax = fig.add_subplot(grid[0, j])
+        for name in names:
+            pts = sorted((r[x], r[metric], r.get(f"{metric}_q1"), r.get(f"{metric}_q3")) for r in rows
+                         if r["name"] == name and not _isnan(r.get(metric)))
+            if not pts:
+                continue
+            xs, ys, q1, q3 = zip(*pts)
+            (line,) = ax.plot(xs, ys, "o-", color=colors[name], label=name, ms=4)
+            if j == 0:
+                handles.append(line)
+            if not any(_isnan(v) for v in q1 + q3):
+                ax.fill_between(xs, q1, q3, color=colors[name], alpha=0.25, lw=0)
+        ax.set_xscale("log", base=2)
+        if metric == "peak_bytes":
+            binary_bytes_axis(ax)
+        else:
+            ax.set_yscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel(labels.get(metric, metric))
+        ax.grid(True, which="major", alpha=0.3)
+        for k, (x_star, _) in enumerate(texts[metric], start=1):
+            if x_star is not None:
+                ax.axvline(x_star, color="k", ls=":", lw=1.1)
+                ax.annotate(f"({k})", xy=(x_star, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                            textcoords="offset points", fontsize=8, va="top")
+        note = fig.add_subplot(grid[1, j])
+        note.axis("off")
+        note.text(0.0, 1.0, "\n".join(wrapped[metric]), va="top", ha="left", fontsize=7.5,
+                  transform=note.transAxes)
+    rows_of_legend = math.ceil(len(handles) / 3)
+    fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.045 * rows_of_legend * 4.3 / fig.get_figheight(), 1, 1))
+    return fig
+
+
+__all__ += ["plot_scaling_pairs", "plot_timings_spread"]

@@ -290,3 +290,34 @@ def test_plot_feature_map_weights_one_panel_per_map_and_entropy_boxes():
     assert len(small[1].collections[0].get_offsets().compressed()) < 2 * 20  # zero weights are not drawn
     with pytest.raises(ValueError, match="shape"):
         plots.plot_feature_map_weights(s, {"softmax": soft, "bad": np.ones(3)}, ents)
+
+
+# ------------------------------------------- lab 03: timings with their spread, benchmarks comparing named pairs
+
+
+def test_timings_spread_draws_bars_the_fit_and_the_fastest_c():
+    Cs = [1, 2, 4, 8, 16]
+    stats = [{"median": m, "q1": 0.9 * m, "q3": 1.2 * m, "min": 0.8 * m, "max": 2 * m} for m in (9.0, 5, 2, 3, 6)]
+    fig = plots.plot_timings_spread(Cs, {"3.1: loop": stats}, fit=([8, 5, 3, 3, 5], "fit"),
+                                    model=(Cs, [5e-6, 3e-6, 1e-6, 2e-6, 4e-6], "model"))
+    ax, ax2 = fig.axes
+    labels = ax.get_legend_handles_labels()[1]
+    assert "fastest (3.1): C = 4" in labels and "fit" in labels
+    assert "best: C = 4" in ax2.get_legend_handles_labels()[1]
+    for a in (ax, ax2):  # legends sit below the axes, where they cover no curve
+        assert a.get_legend().get_bbox_to_anchor().y0 < a.get_window_extent().y0
+
+
+def test_scaling_pairs_names_both_curves_of_every_comparison():
+    rows = _rows()
+    for r in rows:
+        r.update(ms_q1=0.9 * r["ms"], ms_q3=1.1 * r["ms"])
+    rows += [{"name": "third", "N": n, "ms": 0.05 * n, "ms_q1": 0.05 * n, "ms_q3": 0.05 * n, "peak_bytes": 8.0 * n}
+             for n in (64, 128, 256, 512, 1024)]
+    fig = plots.plot_scaling_pairs(rows, ("ms", "peak_bytes"), pairs=[("softmax", "linear"), ("linear", "third")])
+    notes = [t.get_text() for a in fig.axes for t in a.texts if t.get_text().startswith("(1) ")]
+    assert len(notes) == 2  # one note block per panel
+    assert "softmax vs linear: cross at N ≈ 200" in notes[0].replace("\n", " ").replace("      ", " ")
+    assert "linear vs third: no crossover" in notes[0].replace("\n", " ").replace("      ", " ")
+    assert len(_vlines(fig.axes[0])) == 1  # the crossing is marked; the pair that does not cross is not
+    assert fig.legends and not any(a.get_legend() for a in fig.axes)  # one legend, below the panels

@@ -804,3 +804,184 @@ register(dataclasses.replace(
         Mistake("loops over chunks (Exercise 3.1's answer)", chunk_wrong("chunk_loop"), says=("loop check",)),
     ),
 ))
+
+
+# ------------------------------------------------------------------------------------------ 3.4 normalised chunkwise
+
+NORM_Z_RESET = ("z is not carried across chunks: a token's normaliser sums the keys of every earlier token, "
+                "z_t = z0 + sum_{s<=t} k_s, not only those of its own chunk; carry z from chunk to chunk as you "
+                "carry S (z_[n+1] = z_[n] + K_[n]^T 1)")
+NORM_NO_INTRA = ("the normaliser misses the intra-chunk part: besides scale * Q_[n] z_[n] (the chunks before) it "
+                 "needs this chunk's keys up to t, the row sums of the masked block ((scale Q_[n] K_[n]^T) * M) 1")
+NORM_CHUNK_END = ("the normaliser reads z after the whole chunk, keys s > t included: inside a chunk only s <= t "
+                  "count (the masked block's row sums), so z_t differs from token to token")
+NORM_SEPARATE = ("the inter- and intra-chunk terms are normalised separately and added: both numerators share one "
+                 "denominator, o_t = (inter_t + intra_t) / (scale q_t^T z_[n] + intra row sum_t + eps)")
+NORM_NO_SCALE = ("the scale multiplies the numerator only: the denominator is scale * q_t^T z_t + eps (the scale "
+                 "cancels, except against eps)")
+NORM_EPS_NAN = ("a token whose keys so far are all zero (left padding) has normaliser 0 and numerator 0: 0/0 "
+                "gives NaN unless eps is inside the denominator, o_t = num_t / (scale q_t^T z_t + eps) — num / den "
+                "+ eps does not help")
+NORM_EPS_BOTH = ("eps in the numerator too: where the normaliser is 0 (left padding) the output becomes eps / eps = "
+                 "1 instead of 0; add eps to the denominator only")
+NORM_Z_FINAL = "the final z misses the last chunk: update z after every chunk, the last one too (z_T = z0 + sum_t k_t)"
+NORM_Z0 = "the normaliser ignores initial_state's z0: z_[0] = z0, so every token's z_t = z0 + sum_{s<=t} k_s"
+
+
+def _left_padded(case: Case, device: torch.device) -> dict[str, Any]:
+    """make_qkv's inputs; with left_pad=P the first P keys are zero (padding tokens), so the normaliser of
+    those rows is exactly 0 and eps decides the output (0 / (0 + eps) = 0)."""
+    inputs = make_qkv(case, device)
+    pad = case.get("left_pad", 0)
+    if pad:
+        k = inputs["k"].clone()
+        k[:, :pad] = 0
+        inputs["k"] = k
+    return inputs
+
+
+def _norm_chunk_reference(inputs: dict[str, Any], case: Case) -> tuple[Any, Any]:
+    from course_utils.refs import linear_attn
+
+    # fla's naive chunked form on a CPU (T padded, the initial state and z added by the course's adapter);
+    # on a GPU its fused recurrent kernel, for the same reason as 3.1 (no minute of autotuning per dtype)
+    mode = "chunk" if inputs["q"].device.type == "cpu" else "recurrent"
+    return linear_attn.linear_attention(inputs["q"], inputs["k"], inputs["v"], scale=inputs.get("scale"),
+                                        initial_state=inputs.get("initial_state"),
+                                        normalize=bool(inputs.get("normalize", True)), mode=mode)
+
+
+def norm_chunk_wrong(name: str, *, z: str = "carried", eps: str = "den", den_scale: bool = True,
+                     separate: bool = False, z_final: str = "right", use_z0: bool = True,
+                     numerator: Callable[..., Any] | None = None, always: bool = False) -> Callable[..., Any]:
+    """normalized_chunk_linear_attention(q, k, v, chunk_size=16, scale=None, initial_state=None, normalize=True)
+    chunk by chunk, with at most the mistakes asked for. z: "carried" (right), "reset" (this chunk's keys only),
+    "prev" (the chunks before only: no intra-chunk part), "chunk_end" (z after the whole chunk); eps: "den"
+    (right), "outside" (num / den + eps), "none", "both" ((num + eps) / (den + eps)); den_scale=False: no scale in
+    the denominator; separate: inter and intra terms normalised apart; z_final: "right", "misses_last";
+    use_z0=False: initial_state's z dropped; numerator: a 3.1 implementation (right by default); always: divides
+    even when normalize=False."""
+    numer = numerator or chunk_wrong("numerator")
+
+    def wrong(q, k, v, chunk_size=DEFAULT_CHUNK, scale=None, initial_state=None, normalize=True):
+        if not (normalize or always):
+            return numer(q, k, v, chunk_size, scale, initial_state)
+        S0, z0 = _split(initial_state) if normalize else (initial_state, None)
+        s = resolve_scale(scale, q.shape[-1])
+        C, T = chunk_size, q.shape[1]
+        qf, kf, vf = q.float(), k.float(), v.float()
+        B, H, K = q.shape[0], q.shape[2], q.shape[3]
+        num, S = numer(qf, kf, vf, C, scale, S0)
+        zc = torch.zeros(B, H, K, device=q.device) if z0 is None or not use_z0 else z0.float()
+        S_run = torch.zeros(B, H, K, v.shape[-1], device=q.device) if S0 is None else S0.float()
+        outs, dens, z_before_last = [], [], zc
+        for start in range(0, T, C):
+            qc, kc, vc = qf[:, start:start + C], kf[:, start:start + C], vf[:, start:start + C]
+            intra_z = kc.cumsum(1)  # [B, c, H, K]
+            z_t = {"carried": zc[:, None] + intra_z, "reset": intra_z, "prev": zc[:, None].expand_as(intra_z),
+                   "chunk_end": (zc + kc.sum(1))[:, None].expand_as(intra_z)}[z]
+            dens.append((s if den_scale else 1.0) * (qc * z_t).sum(-1, keepdim=True))
+            if separate:  # inter / (q z_[n]) + intra / (intra row sums): two denominators
+                a = s * torch.einsum("bthk,bshk->bhts", qc, kc).tril()
+                intra_num = torch.einsum("bhts,bshv->bthv", a, vc)
+                inter_num = s * torch.einsum("bthk,bhkv->bthv", qc, S_run)
+                inter_den = s * (qc * zc[:, None]).sum(-1, keepdim=True)
+                outs.append(inter_num / (inter_den + EPS) + intra_num / (a.sum(-1).transpose(1, 2)[..., None] + EPS))
+                S_run = S_run + torch.einsum("bthk,bthv->bhkv", kc, vc)
+            z_before_last, zc = zc, zc + kc.sum(1)
+        den = torch.cat(dens, dim=1)
+        if separate:
+            o = torch.cat(outs, dim=1)
+        else:
+            o = {"den": lambda: num / (den + EPS), "outside": lambda: num / den + EPS, "none": lambda: num / den,
+                 "both": lambda: (num + EPS) / (den + EPS)}[eps]()
+        z_fin = zc if z_final == "right" else z_before_last
+        return o.to(q.dtype), (S, z_fin)
+
+    wrong.__name__ = name
+    return wrong
+
+
+def _quadratic_normalizer(q, k, v, chunk_size=DEFAULT_CHUNK, scale=None, initial_state=None, normalize=True):
+    """Right values, but the normaliser as the row sums of the whole T×T masked matrix."""
+    if not normalize:
+        return chunk_wrong("numerator")(q, k, v, chunk_size, scale, initial_state)
+    S0, z0 = _split(initial_state)
+    s = resolve_scale(scale, q.shape[-1])
+    num, S = chunk_wrong("numerator")(q.float(), k.float(), v.float(), chunk_size, scale, S0)
+    rows = (s * torch.einsum("bthk,bshk->bhts", q.float(), k.float())).tril().sum(-1).transpose(1, 2)[..., None]
+    if z0 is not None:
+        rows = rows + s * (q.float() * z0.float()[:, None]).sum(-1, keepdim=True)
+    z = k.float().sum(1) + (0 if z0 is None else z0.float())
+    return (num / (rows + EPS)).to(q.dtype), (S, z)
+
+
+def _norm_chunk_diagnose(f: Failure) -> str | None:
+    if f.kind == "nan":
+        return NORM_EPS_NAN
+    return _z_diagnose(f) or _chunk_diagnose(f)
+
+
+def norm_chunk_mistakes() -> tuple[Mistake, ...]:
+    """The normalised chunkwise form's mistakes (3.4): the normaliser's own, then the numerator's and the state's."""
+    m = lambda name, hint, **kw: Mistake(name, norm_chunk_wrong(slug_name(name), **kw), hint)  # noqa: E731
+    return (
+        m("z not carried across chunks", NORM_Z_RESET, z="reset"),
+        m("normaliser without the intra-chunk part", NORM_NO_INTRA, z="prev"),
+        m("normaliser reads z after the whole chunk", NORM_CHUNK_END, z="chunk_end"),
+        m("inter and intra terms normalised separately", NORM_SEPARATE, separate=True),
+        m("no scale in the denominator", NORM_NO_SCALE, den_scale=False),
+        Mistake("eps outside the division (num / den + eps)", norm_chunk_wrong("eps_outside", eps="outside"),
+                says=("NaN at", NORM_EPS_NAN)),
+        Mistake("no eps (0/0 on padded tokens)", norm_chunk_wrong("no_eps", eps="none"), says=("NaN at", NORM_EPS_NAN)),
+        m("eps in the numerator too", NORM_EPS_BOTH, eps="both"),
+        m("initial z0 ignored", NORM_Z0, use_z0=False),
+        m("final z misses the last chunk", NORM_Z_FINAL, z_final="misses_last"),
+        m("intra-chunk mask missing (numerator)",
+          "intra-chunk scores not masked: inside a chunk only s <= t may be read (tril of the C×C block)",
+          numerator=chunk_wrong("unmasked", intra="none")),
+        m("inter-chunk term missing (numerator)",
+          "missing the inter-chunk term: each chunk also reads scale * q_t^T S, the state of all previous chunks "
+          "(GLA paper §2.2, the chunkwise form)", numerator=chunk_wrong("no_inter", inter="none")),
+        m("numerator ignores initial S", IGNORES_INIT, numerator=chunk_wrong("no_init", ignore_init=True)),
+        Mistake("divides even when normalize=False", norm_chunk_wrong("always_normalizes", always=True),
+                says=("expected a single tensor",)),
+        Mistake("final_state S only, z not returned",
+                lambda *a, **kw: (lambda o, st: (o, st[0] if isinstance(st, tuple) else st))(
+                    *norm_chunk_wrong("s_only")(*a, **kw)), says=("expected a tuple (S, z)",)),
+        Mistake("z as fla's [B,1,H,K]",
+                lambda *a, **kw: (lambda o, st: (o, (st[0], st[1].unsqueeze(1)) if isinstance(st, tuple) else st))(
+                    *norm_chunk_wrong("z_fla")(*a, **kw)), says=("[B, 1, H, K]",)),
+        Mistake("normaliser from the T×T matrix", _quadratic_normalizer, says=("memory check",)),
+    )
+
+
+def slug_name(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text.lower()).strip("_")
+
+
+NORMALIZED_CHUNKWISE = dataclasses.replace(
+    CHUNKWISE,
+    id="3.4",
+    fn_name="normalized_chunk_linear_attention",
+    signature=("normalized_chunk_linear_attention(q, k, v, chunk_size=16, scale=None, initial_state=None, "
+               "normalize=True) -> (o, (S, z)), or (o, S) when normalize=False"),
+    cases=lambda device, dtypes: case_list({"K": K_DIM, "V": V_DIM}, [
+        {"B": 1, "T": 64, "H": 2, "normalize": True},
+        {"B": 2, "T": 100, "H": 3, "chunk_size": 7, "normalize": True, "initial_state": True},
+        {"B": 2, "T": 63, "H": 2, "chunk_size": 16, "normalize": True, "left_pad": 5},
+        {"B": 2, "T": 63, "H": 2, "chunk_size": 1, "normalize": True},
+        {"B": 2, "T": 100, "H": 2, "chunk_size": 64, "scale": 0.3, "normalize": True, "initial_state": True,
+         "noncontiguous": True},
+        {"B": 2, "T": 63, "H": 2, "chunk_size": 16, "normalize": False, "initial_state": True},
+        {"B": 2, "T": 63, "H": 2, "chunk_size": 16, "normalize": True, "initial_state": True, "grad": True},
+    ], 341, dtypes, half={"B": 2, "T": 100, "H": 2, "chunk_size": 16, "normalize": True, "initial_state": True}),
+    make_inputs=_left_padded,
+    expected=_norm_chunk_reference,
+    diagnose=_norm_chunk_diagnose,
+    nan_hint=NORM_EPS_NAN,
+    mistakes=norm_chunk_mistakes(),
+)
+"""3.4: Exercise 3.1 with the normaliser, z carried from chunk to chunk beside S (Katharopoulos et al. 2020,
+Eq. 8; the chunkwise form of GLA paper §2.2 applied to z, the state of the same recurrence with v_t = 1)."""
+register(NORMALIZED_CHUNKWISE)
