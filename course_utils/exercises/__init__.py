@@ -5,8 +5,8 @@
 | attention         | softmax attention, linear attention with a feature map, random     | 1.1 1.2a 1.2b    |
 |                   | features (FAVOR+, RFA)                                             | 1.3a 1.3b        |
 | linear_attention  | causal linear attention: parallel, recurrent, step, backward,      | 2.1-2.4 3.1 3.3  |
-|                   | chunkwise (loop and all chunks at once)                            |                  |
-| cost              | FLOP (and byte) models of the forms                                | 3.2              |
+|                   | chunkwise (loop, all chunks at once, normalised)                   | 3.4              |
+| cost              | FLOP (and byte) models of the forms, the best chunk size           | 3.2 3.5          |
 | gated             | gated forms: GLA's recurrence, parallel form (naive, log space),   | 4.1-4.4          |
 |                   | chunkwise form with sub-chunks, the GLA layer                      |                  |
 | retention         | retention (RetNet): the D decay mask, recurrent, chunkwise; simple | 5.1a 5.1b 5.1c   |

@@ -1,9 +1,9 @@
 """Family: causal linear attention in its three forms — parallel (masked T×T), recurrent (the RNN with a
-matrix state, one decoding step, its backward), chunkwise (chunk by chunk, and all chunks at once).
+matrix state, one decoding step, its backward), chunkwise (chunk by chunk, all chunks at once, and normalised).
 
-Exercises 2.1-2.4, 3.1, 3.3. q and k arrive already feature-mapped. Expected values come from
-course_utils.refs.linear_attn (fla's linear attention: its fused recurrent kernel on a GPU, the chunk kernel
-for the chunked forms, its naive forms on a CPU). The state is inclusive (o_t reads S_t, which holds
+Exercises 2.1-2.4, 3.1, 3.3, 3.4. q and k arrive already feature-mapped. Expected values come from
+course_utils.refs.linear_attn (fla's linear attention: its fused recurrent kernel on a GPU, its naive
+recurrent and naive chunked forms on a CPU). The state is inclusive (o_t reads S_t, which holds
 k_t v_t^T) and final_state is (S, z) when normalize=True.
 
 Every mistake below is an implementation that makes it, with the exercise's signature: `core` builds the
