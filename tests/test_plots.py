@@ -1,6 +1,8 @@
 """course_utils.plots under the Agg backend (headless, fast): each figure builds, by topic, and shows what it
 claims (crossovers, masks, lines, best chunk sizes)."""
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -321,3 +323,32 @@ def test_scaling_pairs_names_both_curves_of_every_comparison():
     assert "linear vs third: no crossover" in notes[0].replace("\n", " ").replace("      ", " ")
     assert len(_vlines(fig.axes[0])) == 1  # the crossing is marked; the pair that does not cross is not
     assert fig.legends and not any(a.get_legend() for a in fig.axes)  # one legend, below the panels
+
+
+# ------------------------------------------------------------------------------------ gated linear attention
+
+
+def test_gated_errors_marks_non_finite_runs_and_the_predicted_breakdown():
+    rows = [{"dtype": dt, "g": g, "T": n, "err": (1e-7 if n * abs(g) < 88.7 else math.inf), "form": "naive"}
+            for dt in ("float32", "bfloat16") for g in (-0.05, -0.6) for n in (64, 128, 256)]
+    fig = plots.plot_gated_errors(rows, threshold=88.7)
+    assert len(fig.axes) == 2  # one panel per dtype
+    ax = fig.axes[0]
+    crosses = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [256]  # g = -0.6 breaks at T = 256 only
+    assert sorted(round(line.get_xdata()[0]) for line in _vlines(ax)) == [148, 1774]  # T* = 88.7 / |g|
+    assert ax.get_legend() is None and fig.axes[1].get_legend() is not None  # outside the last panel
+
+
+def test_gla_chunk_partition_draws_four_kinds():
+    t, s = torch.arange(32)[:, None], torch.arange(32)[None, :]
+    kind = torch.where(s > t, 0, torch.where(t // 16 == s // 16, torch.where(t // 4 == s // 4, 3, 2), 1))
+    fig = plots.plot_gla_chunk_partition(kind, 16, 4)
+    assert len(fig.axes[0].get_legend().get_texts()) == 4 and "sub-chunks of 4" in fig.axes[0].get_title()
+
+
+def test_gate_decay_half_lives():
+    fig = plots.plot_gate_decay([0.5, 0.9, 1.0], steps=16)
+    bars = fig.axes[1].patches  # axes: the heatmap, the half-lives, the colour bar
+    assert len(bars) == 3 and abs(bars[0].get_width() - 1.0) < 1e-9  # α = 0.5: half-life of one token
+    assert abs(bars[1].get_width() - math.log(2) / -math.log(0.9)) < 1e-9

@@ -140,3 +140,24 @@ def test_feature_variance_explorer_headless(monkeypatch):
     ex.norm.value = 0.5
     assert len(draws) == 2 and ex.numbers["norm"] == 0.5
     assert isinstance(ex.figure, Figure)
+
+
+# ------------------------------------------------------------------------------------ gated linear attention
+
+
+def test_gate_decay_numbers_follow_the_formula():
+    n = widgets.gate_decay_numbers(bias=0.0, spread=3.0, tau=16.0, K=16)
+    assert n["logits"][0] == -3.0 and n["logits"][-1] == 3.0
+    for z, g, a, h in zip(n["logits"], n["g"], n["alpha"], n["half_life"]):
+        assert math.isclose(a, (1 / (1 + math.exp(-z))) ** (1 / 16), rel_tol=1e-12)  # α = σ(z)^(1/τ)
+        assert math.isclose(g, math.log(a), rel_tol=1e-9) and math.isclose(h, math.log(2) / -g, rel_tol=1e-12)
+    assert n["min_half_life"] == n["half_life"][0] and n["max_half_life"] == n["half_life"][-1]
+    assert widgets.gate_decay_numbers(-100.0, 0.0, 1.0, 2)["g"] == [-100.0, -100.0]  # logsigmoid(z) ≈ z
+
+
+def test_gate_decay_explorer_headless_update(monkeypatch):
+    ex = widgets.gate_decay_explorer(tau=16.0)
+    draws = _count_draws(ex, monkeypatch)
+    n = ex.update(tau=1.0, spread=1.0)
+    assert len(draws) == 1 and n == widgets.gate_decay_numbers(0.0, 1.0, 1.0, 16)
+    assert len(ex.figure.axes) == 3 and "τ = 1" in ex.text.value  # heatmap, its colorbar, the half-lives
