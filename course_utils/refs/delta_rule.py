@@ -58,6 +58,9 @@ def _check(fn, q, k, v, beta, g, scale, initial_state, mode):
     return scale, state_f32(initial_state)
 
 
+_CHUNK_MIN_DIM = 32
+
+
 def delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -82,6 +85,10 @@ def delta_rule(
         note = ""
         if mode != "recurrent" and q.dtype == torch.float32:
             mode, note = "recurrent", "chunk_delta_rule refuses float32"
+        elif mode != "recurrent" and min(K, v.shape[-1]) < _CHUNK_MIN_DIM:
+            # fla 0.6.0's chunk_delta_rule hit an illegal memory access on an H200 with head dim 16 (bf16;
+            # 32 and 64 ran): a crash that kills the CUDA context, so small heads take the fused kernel
+            mode, note = "recurrent", f"chunk_delta_rule needs head dims >= {_CHUNK_MIN_DIM}"
         op = ops.fused_recurrent_delta_rule if mode == "recurrent" else ops.chunk_delta_rule
         o, S = op(q, k, v, beta=beta.to(q.dtype), scale=scale, initial_state=S0, output_final_state=True)
         record(f"fla.ops.delta_rule.{op.__name__}", q.device, note)

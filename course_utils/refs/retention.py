@@ -2,7 +2,7 @@
 
     S_t = gamma_h S_{t-1} + k_t v_t^T      o_t = scale * q_t^T S_t      gamma_h = 1 - 2^(-5-h)
 
-It is simple GLA with the constant gate g = log gamma_h (multi-scale retention, §2.3, gives each head
+It is simple GLA with the constant gate g = log gamma_h (multi-scale retention, §2.2, gives each head
 its own gamma). No group norm or swish gate here: those belong to the layer, not the operator.
 
 CUDA: fla `chunk_retention` ("auto"/"chunk") or `fused_recurrent_retention` ("recurrent").
