@@ -1,4 +1,5 @@
-"""Gated linear attention, GLA (Yang et al. 2024, §3; recurrent form §2, chunkwise form §4).
+"""Gated linear attention, GLA (Yang et al. 2024, §4: the gated recurrent and parallel forms, the chunkwise form
+with secondary chunking; linear attention's forms it generalises are §2).
 
     S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T      o_t = scale * q_t^T S_t
 
