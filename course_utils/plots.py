@@ -1074,3 +1074,54 @@ def plot_scaling_pairs(
 
 
 __all__ += ["plot_scaling_pairs", "plot_timings_spread"]
+
+
+# ------------------------------------------- low precision: what grows with t, and what a low-precision state loses
+# Lab 02, section 5: the normaliser q·z grows like t (float16 overflows), a state accumulated in bf16 drifts.
+
+
+def plot_precision_drift(
+    t: Sequence[float],
+    magnitudes: Mapping[str, Sequence[float]],
+    errors: Mapping[str, Sequence[float]],
+    *,
+    limit: tuple[float, str] | None = (65504.0, "largest float16 (65,504)"),
+    marks: Mapping[str, float] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Two log-log panels against the token index t: on the left, quantities that grow with t (e.g. the
+    normaliser q_t·z_t and the size of the unnormalised output) with `limit` as a dashed horizontal line; on the
+    right, the relative error of each token's output per dtype of the state. Non-finite errors are left out.
+
+    marks: {note: t} dotted vertical lines on both panels, each labelled with its note (say which curve it
+    marks, e.g. "float16: q·z = inf from t = 646"). Legends sit below the panels, where they cover no curve.
+    """
+    x = _as_array(t)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.6))
+    for (name, ys), color in zip(magnitudes.items(), _PALETTE[2:] + _PALETTE[:2]):
+        left.plot(x, _as_array(ys), lw=1.6, color=color, label=name)
+    if limit is not None:
+        left.axhline(limit[0], color="k", ls="--", lw=1.1, label=limit[1])
+    left.set_ylabel("magnitude")
+    colors = _colors(list(errors))
+    for name, ys in errors.items():
+        e = _as_array(ys)
+        e = np.where(np.isfinite(e) & (e > 0), e, np.nan)
+        right.plot(x, e, lw=1.4, color=colors[name], label=name)
+    right.set_ylabel("relative error of o_t (vs float64)")
+    for k, (note, where) in enumerate((marks or {}).items()):
+        for ax in (left, right):
+            ax.axvline(where, color="0.2", ls=":", lw=1.1)
+        right.annotate(note, xy=(where, 0.95 - 0.08 * k), xycoords=("data", "axes fraction"), xytext=(-3, 0),
+                       textcoords="offset points", ha="right", va="top", fontsize=8,
+                       bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.0})
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("token t")
+        ax.grid(True, which="major", alpha=0.3)
+        _legend_below(ax, ncol=2)
+    return _finish(fig, title)
+
+
+__all__ += ["plot_precision_drift"]

@@ -352,3 +352,20 @@ def test_gate_decay_half_lives():
     bars = fig.axes[1].patches  # axes: the heatmap, the half-lives, the colour bar
     assert len(bars) == 3 and abs(bars[0].get_width() - 1.0) < 1e-9  # α = 0.5: half-life of one token
     assert abs(bars[1].get_width() - math.log(2) / -math.log(0.9)) < 1e-9
+
+
+# ------------------------------------------------------------------------------------ low precision (lab 02)
+
+
+def test_precision_drift_marks_the_overflow_and_drops_non_finite_errors():
+    t = np.arange(1, 65)
+    errs = {"float32 state": 1e-7 * np.ones(64), "float16 state": np.where(t < 40, 1e-3, np.inf)}
+    fig = plots.plot_precision_drift(t, {"q·z": 1000.0 * t}, errs, marks={"float16: q·z = inf from t = 40": 40})
+    left, right = fig.axes
+    assert [line.get_ydata()[0] for line in left.get_lines() if line.get_linestyle() == "--"] == [65504.0]
+    assert len(_vlines(left)) == len(_vlines(right)) == 1 and _vlines(right)[0].get_xdata()[0] == 40
+    f16 = next(line for line in right.get_lines() if line.get_label() == "float16 state")
+    assert np.isnan(f16.get_ydata()[45]) and f16.get_ydata()[10] == 1e-3  # inf is not drawn
+    assert any("t = 40" in text.get_text() for text in right.texts)
+    for ax in (left, right):  # legends below the axes, where they cover no curve
+        assert ax.get_legend() is not None and ax.get_legend().get_bbox_to_anchor().y0 < ax.bbox.y0
