@@ -12,8 +12,9 @@
 | retention         | retention (RetNet): the D decay mask, recurrent, chunkwise; simple | 5.1a 5.1b 5.1c   |
 |                   | GLA with g = log gamma_h (to merge with gated)                     |                  |
 | delta_rule        | the delta rule: recurrence, chunkwise WY / UT form, gated          | 5.2 5.3 5.4      |
-| kernels           | Triton kernels: grids and masks, tl.dot, tl.cumsum, the fused      | 6.1-6.4          |
-|                   | recurrent linear-attention forward (CPU: Triton's interpreter)     |                  |
+| kernels           | Triton kernels: grids and masks, tl.dot, tl.cumsum, the fused      | 6.1-6.5          |
+|                   | recurrent and the chunked (two kernels) linear-attention forward;  |                  |
+|                   | on a CPU in Triton's interpreter                                   |                  |
 | cases             | seeded inputs and case lists shared by the families                | —                |
 
 A family owns its inputs, its reference (through course_utils.refs), its output structure and its

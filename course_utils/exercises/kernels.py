@@ -7,9 +7,12 @@ kernel — and runs on a CPU in Triton's interpreter (course_utils.env sets TRIT
     6.3  tl.cumsum along a block                       chunk_local_cumsum(g, chunk_size)
     6.4  the fused recurrent linear-attention forward  fused_recurrent_linear_attention(q, k, v, scale=None,
                                                                                         initial_state=None)
+    6.5  the chunked forward as two kernels            chunked_linear_attention(q, k, v, scale=None,
+                                                            initial_state=None, chunk_size=16)
 
-Expected values: 6.1-6.3 in PyTorch (float32, then the inputs' dtype); 6.4 from course_utils.refs.linear_attn
-(fla's `fused_recurrent_linear_attn` on a GPU, its naive recurrent reference on a CPU). Shapes follow
+Expected values: 6.1-6.3 in PyTorch (float32, then the inputs' dtype); 6.4 and 6.5 from
+course_utils.refs.linear_attn (fla's `fused_recurrent_linear_attn` / `chunk_linear_attn` on a GPU, its naive
+recurrent / chunked references on a CPU). Shapes follow
 course_utils.conventions: q, k, g [B, T, H, K], v [B, T, H, V], a scalar gate [B, T, H], states [B, H, K, V].
 
 Every mistake is a real kernel: one `@triton.jit` kernel per exercise whose `MISTAKE` constexpr switches on
@@ -20,6 +23,7 @@ launcher of the exercise's signature (`*_wrong(name, ...)`). Mistakes that would
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import torch
@@ -422,5 +426,139 @@ RECURRENT_KERNEL = register(Exercise(
         Mistake("state accumulated in float16", recurrent_wrong("fp16_state", "fp16_state"),
                 "the state loses precision: keep S in float32 (tl.zeros(..., dtype=tl.float32)) and cast only "
                 "what you store; fla's kernels accumulate in float32 too"),
+    ),
+))
+
+
+# ================================================================================================ 6.5
+
+
+@triton.jit
+def _chunk_states_kernel(k_ptr, v_ptr, h_ptr, s0_ptr, sT_ptr, T, NT, H: tl.constexpr, K: tl.constexpr,
+                         V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, USE_S0: tl.constexpr,
+                         MISTAKE: tl.constexpr):
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    b, h = i_bh // H, i_bh % H
+    ok, ov = tl.arange(0, K), i_v * BV + tl.arange(0, BV)
+    block = ok[:, None] * V + ov[None, :]  # this program's [K, BV] block of a [K, V] state
+    S = tl.zeros([K, BV], dtype=tl.float32)
+    if USE_S0:
+        if MISTAKE != "ignores_initial_state":
+            S += tl.load(s0_ptr + (b * H + h) * K * V + block).to(tl.float32)
+    for n in range(0, NT):
+        t = n * BT + tl.arange(0, BT)
+        mask = (t < T)[:, None]
+        row = (b * T + t) * H + h
+        kc = tl.load(k_ptr + row[:, None] * K + ok[None, :], mask=mask, other=0.0).to(tl.float32)  # [BT, K]
+        vc = tl.load(v_ptr + row[:, None] * V + ov[None, :], mask=mask, other=0.0).to(tl.float32)  # [BT, BV]
+        update = tl.dot(tl.trans(kc), vc, input_precision="ieee")  # [K, BV]
+        state_n = h_ptr + ((b * H + h) * NT + n) * K * V + block
+        if MISTAKE == "states_after_update":
+            S += update
+            tl.store(state_n, S)
+        else:
+            tl.store(state_n, S)  # the state entering chunk n
+            if MISTAKE == "no_carry":
+                S = update
+            else:
+                S += update
+    tl.store(sT_ptr + (b * H + h) * K * V + block, S)
+
+
+@triton.jit
+def _chunk_output_kernel(q_ptr, k_ptr, v_ptr, h_ptr, o_ptr, T, NT, scale, H: tl.constexpr, K: tl.constexpr,
+                         V: tl.constexpr, BT: tl.constexpr, MISTAKE: tl.constexpr):
+    i_n, i_bh = tl.program_id(0), tl.program_id(1)
+    b, h = i_bh // H, i_bh % H
+    ok, ov = tl.arange(0, K), tl.arange(0, V)
+    t = i_n * BT + tl.arange(0, BT)
+    mask = (t < T)[:, None]
+    if MISTAKE == "mask_off_by_one":
+        mask = (t < T - 1)[:, None]
+    row = (b * T + t) * H + h
+    q = tl.load(q_ptr + row[:, None] * K + ok[None, :], mask=mask, other=0.0).to(tl.float32)  # [BT, K]
+    kc = tl.load(k_ptr + row[:, None] * K + ok[None, :], mask=mask, other=0.0).to(tl.float32)  # [BT, K]
+    vc = tl.load(v_ptr + row[:, None] * V + ov[None, :], mask=mask, other=0.0).to(tl.float32)  # [BT, V]
+    S = tl.load(h_ptr + ((b * H + h) * NT + i_n) * K * V + ok[:, None] * V + ov[None, :])  # [K, V]
+    inter = tl.dot(q, S, input_precision="ieee")  # [BT, V]: what the chunks before left in the state
+    A = tl.dot(q, tl.trans(kc), input_precision="ieee")  # [BT, BT]
+    i, j = tl.arange(0, BT)[:, None], tl.arange(0, BT)[None, :]
+    if MISTAKE == "strict_mask":
+        A = tl.where(i > j, A, 0.0)
+    elif MISTAKE != "no_causal_mask":
+        A = tl.where(i >= j, A, 0.0)
+    intra = tl.dot(A, vc, input_precision="ieee")  # [BT, V]
+    if MISTAKE == "intra_unscaled":
+        o = inter * scale + intra
+    else:
+        o = (inter + intra) * scale
+    tl.store(o_ptr + row[:, None] * V + ov[None, :], o.to(o_ptr.dtype.element_ty), mask=mask)
+
+
+def chunked_wrong(name: str, states: str = "", output: str = "", grid_floor: bool = False) -> Callable[..., Any]:
+    """chunked_linear_attention(q, k, v, scale=None, initial_state=None, chunk_size=16) launching the two
+    kernels, the chunk states' with mistake `states`, the output's with `output` (or the grid T // chunk_size)."""
+
+    def wrong(q, k, v, scale=None, initial_state=None, chunk_size=16):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        NT = triton.cdiv(T, chunk_size)
+        h = torch.zeros(B, H, NT, K, V, device=q.device, dtype=torch.float32)  # the state entering each chunk
+        final = torch.zeros(B, H, K, V, device=q.device, dtype=torch.float32)
+        o = torch.zeros_like(v)
+        s0 = final if initial_state is None else initial_state.contiguous()
+        _chunk_states_kernel[(triton.cdiv(V, BLOCK_V), B * H)](
+            k, v, h, s0, final, T, NT, H=H, K=K, V=V, BT=chunk_size, BV=BLOCK_V,
+            USE_S0=initial_state is not None, MISTAKE=states)
+        grid = (T // chunk_size if grid_floor else NT, B * H)
+        _chunk_output_kernel[grid](q, k, v, h, o, T, NT, resolve_scale(scale, K), H=H, K=K, V=V,
+                                   BT=chunk_size, MISTAKE=output)
+        return o, final
+
+    wrong.__name__ = name
+    return wrong
+
+
+def _expected_chunked(inputs: dict[str, Any], case: Case) -> tuple[torch.Tensor, torch.Tensor]:
+    from course_utils.refs import linear_attn
+
+    return linear_attn.linear_attention(inputs["q"], inputs["k"], inputs["v"], scale=inputs.get("scale"),
+                                        initial_state=inputs.get("initial_state"), mode="chunk")
+
+
+CHUNKED_KERNELS = register(dataclasses.replace(
+    RECURRENT_KERNEL,
+    id="6.5",
+    fn_name="chunked_linear_attention",
+    signature=("chunked_linear_attention(q, k, v, scale=None, initial_state=None, chunk_size=16) "
+               "-> (o, final_state)"),
+    cases=lambda device, dtypes: case_list({"K": K_DIM, "V": V_DIM}, [
+        {"B": 1, "T": 32, "H": 2, "chunk_size": 16},  # two whole chunks
+        {"B": 2, "T": 45, "H": 2, "chunk_size": 16, "initial_state": True},  # the last chunk holds 13
+        {"B": 1, "T": 40, "H": 3, "chunk_size": 32, "scale": 0.3, "initial_state": True, "noncontiguous": True},
+    ], 651, dtypes, half={"B": 1, "T": 40, "H": 2, "chunk_size": 16, "initial_state": True}),
+    make_inputs=_pick("q", "k", "v"),
+    expected=_expected_chunked,
+    mistakes=(
+        Mistake("chunk states not carried (each holds only the chunk before)", chunked_wrong("no_carry", "no_carry"),
+                "the state is not carried from chunk to chunk: S_[n+1] = S_[n] + K_[n]^T V_[n] keeps every "
+                "earlier chunk (the first two chunks are right)"),
+        Mistake("chunk states stored after their own chunk's update",
+                chunked_wrong("states_after_update", "states_after_update"),
+                "chunk n's state already holds chunk n: store S_[n] (what the chunks before left) before adding "
+                "K_[n]^T V_[n] — the intra-chunk block adds chunk n's own tokens"),
+        Mistake("initial_state ignored", chunked_wrong("ignores_initial_state", "ignores_initial_state"),
+                "ignores initial_state: the first chunk's state is initial_state (zeros only when None)"),
+        Mistake("grid T // chunk_size (ragged last chunk never runs)", chunked_wrong("grid_floor", grid_floor=True),
+                _grid_note("chunk")),
+        Mistake("time mask off by one (t < T - 1)", chunked_wrong("mask_off_by_one", output="mask_off_by_one"),
+                "only the last time step is wrong: the mask is off by one — t < T keeps every step"),
+        Mistake("intra-chunk mask strictly below the diagonal", chunked_wrong("strict_mask", output="strict_mask"),
+                "the intra-chunk block misses the diagonal: token t attends to itself (s <= t: i >= j)"),
+        Mistake("no causal mask inside the chunk", chunked_wrong("no_causal_mask", output="no_causal_mask"),
+                "non-causal inside the chunk: mask (Q K^T) to s <= t before multiplying by V"),
+        Mistake("scale missing on the intra-chunk part", chunked_wrong("intra_unscaled", output="intra_unscaled"),
+                "the intra-chunk part misses the scale: o = scale * (Q S_[n] + tril(Q K^T) V)"),
     ),
 ))

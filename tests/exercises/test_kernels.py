@@ -1,4 +1,4 @@
-"""The Triton kernels family (Lab 06: 6.1-6.4): the solutions' kernels pass, every catalogued wrong kernel (and
+"""The Triton kernels family (Lab 06: 6.1-6.5): the solutions' kernels pass, every catalogued wrong kernel (and
 every generic mistake) is rejected with its hint, correct kernels written differently pass too. On a CPU every
 kernel runs in Triton's interpreter (course_utils sets TRITON_INTERPRET=1 before any kernel is defined)."""
 
@@ -13,7 +13,7 @@ from conftest import assert_rejected, assert_solution_passes, solution
 from course_utils.exercises import EXERCISES, grade, kernels
 from course_utils.grading.generic import BF16, CPU
 
-IDS = ["6.1", "6.2", "6.3", "6.4"]
+IDS = ["6.1", "6.2", "6.3", "6.4", "6.5"]
 
 
 def test_solution_passes(ex_id, capsys):
@@ -38,9 +38,10 @@ def test_every_exercise_names_its_own_mistakes():
 def test_every_wrong_kernel_is_a_triton_kernel():
     """The catalogue's wrong implementations launch real kernels (one per exercise, its MISTAKE constexpr
     switching one line), not PyTorch stand-ins."""
-    jitted = [kernels._decay_kernel, kernels._read_state_kernel, kernels._cumsum_kernel, kernels._recurrent_kernel]
+    jitted = [kernels._decay_kernel, kernels._read_state_kernel, kernels._cumsum_kernel, kernels._recurrent_kernel,
+              kernels._chunk_states_kernel, kernels._chunk_output_kernel]
     assert all(isinstance(k, triton.runtime.jit.KernelInterface) for k in jitted)
-    launchers = ("decay_wrong", "read_state_wrong", "cumsum_wrong", "recurrent_wrong")
+    launchers = ("decay_wrong", "read_state_wrong", "cumsum_wrong", "recurrent_wrong", "chunked_wrong")
     for ex_id, factory in zip(IDS, launchers):
         for m in EXERCISES[ex_id].mistakes:
             assert m.wrong_fn.__qualname__ == f"{factory}.<locals>.wrong", (ex_id, m.name)
@@ -115,3 +116,5 @@ def test_other_block_sizes_pass():
     grade("6.2", lambda q, S, scale=None: solution("6.2")(q, S, scale, BT=32), quiet=True, **CPU)
     grade("6.4", lambda q, k, v, scale=None, initial_state=None: solution("6.4")(q, k, v, scale, initial_state, BV=32),
           quiet=True, **CPU)
+    grade("6.5", lambda q, k, v, scale=None, initial_state=None, chunk_size=16:
+          solution("6.5")(q, k, v, scale, initial_state, chunk_size, BV=32), quiet=True, **CPU)
