@@ -10,6 +10,7 @@ each `grade("N.M", fn)` call names the function it grades.
 from __future__ import annotations
 
 import ast
+import linecache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,13 +50,21 @@ def grade_calls(source: str) -> list[tuple[str, str]]:
 
 
 def load_namespace(path: str | Path) -> dict[str, Any]:
-    """Execute the definitions of every code cell of a notebook in one fresh namespace."""
+    """Execute the definitions of every code cell of a notebook in one fresh namespace.
+
+    Each cell's source is registered in linecache under the name its code is compiled with (as IPython does), so
+    that inspect.getsource works on what it defines: Triton's @triton.jit reads its function's source when it is
+    applied (and refuses a function without one when kernels compile for a GPU).
+    """
     nb = nbformat.read(str(path), as_version=4)
     namespace: dict[str, Any] = {"__name__": f"notebook:{Path(path).stem}"}
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        code = compile(definitions(cell.source), f"{path}#cell{i}", "exec")
+        filename = f"{path}#cell{i}"
+        text = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        linecache.cache[filename] = (len(text), None, [line + "\n" for line in text.splitlines()], filename)
+        code = compile(definitions(cell.source), filename, "exec")
         exec(code, namespace)  # noqa: S102 — the course's own notebooks, or a submission in a sandboxed worker
     return namespace
 

@@ -118,3 +118,16 @@ def test_other_block_sizes_pass():
           quiet=True, **CPU)
     grade("6.5", lambda q, k, v, scale=None, initial_state=None, chunk_size=16:
           solution("6.5")(q, k, v, scale, initial_state, chunk_size, BV=32), quiet=True, **CPU)
+
+
+def test_notebook_kernels_load_as_gpu_kernels(monkeypatch):
+    """On a GPU @triton.jit reads its kernel's source when applied: the solutions' kernels, loaded from the
+    notebook without running it (course_utils.notebook_functions, as these tests and the gradebook do), have one."""
+    from course_utils.authoring import SOLUTIONS
+    from course_utils.notebook_functions import load_namespace
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    namespace = load_namespace(SOLUTIONS / "06_triton_kernels.ipynb")
+    kernel = namespace["fused_recurrent_kernel"]
+    assert isinstance(kernel, triton.runtime.jit.JITFunction), type(kernel)
+    assert "S += k[:, None] * v[None, :]" in kernel.src
