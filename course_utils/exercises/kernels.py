@@ -33,6 +33,7 @@ import triton.language as tl
 from course_utils.conventions import GATE_LAYOUT, QK_LAYOUT, STATE_LAYOUT, VO_LAYOUT, resolve_scale
 from course_utils.exercises.cases import bthd, case_list, generator, randn
 from course_utils.grading import Case, Exercise, Mistake, TensorOut, TupleOut, register
+from course_utils.grading.how import forbid, launches_a_kernel
 
 K_DIM, V_DIM = 16, 32  # powers of two (tl.arange), >= 16 (tl.dot); K != V so a transposed state shows
 BLOCK_61 = 128  # 6.1's block of elements: B*T*H*V is rarely a multiple of it (a ragged last block)
@@ -121,6 +122,14 @@ def _expected_decay(inputs: dict[str, Any], case: Case) -> torch.Tensor:
     return (g.float().exp()[..., None] * v.float()).to(v.dtype)
 
 
+KERNEL_CHECKS = (forbid(), launches_a_kernel)
+"""Every kernel exercise: the answer comes from the student's Triton kernel, not PyTorch or a library."""
+
+
+def _decay_in_pytorch(v, g):
+    return torch.exp(g.float())[..., None].to(v.dtype) * v
+
+
 DECAY = register(Exercise(
     id="6.1",
     fn_name="decay_values",
@@ -136,6 +145,7 @@ DECAY = register(Exercise(
     output=TensorOut("o", VO_LAYOUT),
     positional=("v", "g"),
     input_layouts={"v": VO_LAYOUT, "g": GATE_LAYOUT},
+    extra_checks=KERNEL_CHECKS,
     mistakes=(
         Mistake("grid n // BLOCK (ragged last block never runs)", decay_wrong("grid_floor", grid_floor=True),
                 _grid_note("block")),
@@ -146,6 +156,7 @@ DECAY = register(Exercise(
                 "g[offs // V], not g[program_id]"),
         Mistake("multiplies by g, not exp(g)", decay_wrong("no_exp", "no_exp"),
                 "g is a log gate (g <= 0): the decay is exp(g) — tl.exp(g) * v"),
+        Mistake("computed in PyTorch, no kernel", _decay_in_pytorch, says=("kernel check",)),
     ),
 ))
 
@@ -214,6 +225,7 @@ READ_STATE = register(Exercise(
     output=TensorOut("o", VO_LAYOUT),
     positional=("q", "S"),
     input_layouts={"q": QK_LAYOUT, "S": STATE_LAYOUT},
+    extra_checks=KERNEL_CHECKS,
     mistakes=(
         Mistake("grid T // BT (ragged last block of time steps never runs)",
                 read_state_wrong("grid_floor", grid_floor=True), _grid_note("block of time steps")),
@@ -303,6 +315,7 @@ CUMSUM = register(Exercise(
     output=TensorOut("G", QK_LAYOUT),
     positional=("g",),
     input_layouts={"g": QK_LAYOUT},
+    extra_checks=KERNEL_CHECKS,
     mistakes=(
         Mistake("grid T // chunk_size (ragged last chunk never runs)", cumsum_wrong("grid_floor", grid_floor=True),
                 _grid_note("chunk")),
@@ -407,6 +420,7 @@ RECURRENT_KERNEL = register(Exercise(
     output=_recurrent_output,
     positional=("q", "k", "v"),
     input_layouts={"q": QK_LAYOUT, "k": QK_LAYOUT, "v": VO_LAYOUT, "initial_state": STATE_LAYOUT},
+    extra_checks=KERNEL_CHECKS,
     mistakes=(
         Mistake("output read before the state update", recurrent_wrong("exclusive", "exclusive"),
                 "state updated after reading the output? The state is inclusive: S += k_t v_t^T first, "

@@ -45,17 +45,20 @@ class TorchCalls(TorchFunctionMode):
         return out
 
 
+TRITON_RUNTIME = {"triton": os.sep + "triton" + os.sep + "runtime" + os.sep}  # kernel launches (jit, interpreter)
+
+
 @contextmanager
-def library_calls() -> Iterator[set[str]]:
-    """`with library_calls() as used:` — `used` gets the name of every forbidden package (fla, mamba_ssm,
-    course_utils.refs) whose Python code runs inside the block."""
+def library_calls(packages: dict[str, str] = FORBIDDEN_PACKAGES) -> Iterator[set[str]]:
+    """`with library_calls() as used:` — `used` gets the name of every package in `packages` (by default the
+    forbidden ones: fla, mamba_ssm, course_utils.refs) whose Python code runs inside the block."""
     used: set[str] = set()
     previous = sys.getprofile()
 
     def profile(frame, event, arg):
         if event == "call":
             filename = frame.f_code.co_filename
-            for name, marker in FORBIDDEN_PACKAGES.items():
+            for name, marker in packages.items():
                 if marker in filename:
                     used.add(name)
         if previous is not None:
@@ -91,6 +94,21 @@ def forbid(*torch_functions: str) -> Callable[[Trial, Callable[..., Any]], None]
 
 NO_TXT = ("this form never materialises anything T×T: keep only what grows linearly with T (a state per step "
           "or per chunk, the outputs), as the equation in the docstring does")
+
+
+def launches_a_kernel(trial: Trial, fn: Callable[..., Any]) -> None:
+    """A check that fn computes with a Triton kernel: on the exercise's first case, Triton's runtime (its
+    launcher, or the interpreter on a CPU) must run inside the call."""
+    ex = trial.exercise
+    case = ex.cases(trial.device, [torch.float32])[0]
+    probe = Trial(ex, case, trial.device, ex.make_inputs(case, trial.device), trial.fn_name)
+    with torch.no_grad(), library_calls(TRITON_RUNTIME) as used:
+        probe.outputs_of(fn)
+    trial.last_call = probe.last_call
+    if not used:
+        fail("kernel check: your function launched no Triton kernel — it computes the answer in PyTorch",
+             "this exercise is about writing the kernel: decorate it with @triton.jit and launch it with "
+             "kernel[grid](...) from the function")
 
 
 def no_quadratic_memory(make_probe: Callable[[int, torch.device], tuple[tuple, dict]], small: int = 256,
