@@ -243,14 +243,24 @@ def run_all(page, timeout_s: float = RUN_TIMEOUT_S):
 
 
 def save(page, lab: Lab, name: str):
-    """File → Save (Ctrl+S) and wait until the server has the new version."""
-    before = lab.api(f"contents/{name}")["last_modified"]
+    """File → Save (Ctrl+S) and wait until the new version is on disk and complete.
+
+    The file itself is watched, not the contents API: a GET while the server writes a large notebook answered
+    HTTP 500 in CI (04 and 06, a few MB of outputs)."""
+    path = lab.root / name
+    before = path.stat().st_mtime_ns
     page.locator(".jp-NotebookPanel .jp-Notebook").click(position={"x": 5, "y": 5})  # focus, command mode
     page.keyboard.press("Escape")
     page.keyboard.press("Control+s")
-    deadline = time.time() + 30
-    while lab.api(f"contents/{name}")["last_modified"] == before:
-        assert time.time() < deadline, f"{name}: Ctrl+S did not save within 30 s"
+    deadline = time.time() + 60
+    while True:
+        assert time.time() < deadline, f"{name}: Ctrl+S did not save within 60 s"
+        if path.stat().st_mtime_ns != before:
+            try:
+                json.loads(path.read_text())
+                return
+            except (ValueError, OSError):  # still being written
+                pass
         time.sleep(0.3)
 
 
