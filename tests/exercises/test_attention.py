@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
-from conftest import assert_rejected, assert_solution_passes, solution
+from family_tests import (  # noqa: F401  (collected here, parametrized by IDS)
+    test_mistake_is_rejected,
+    test_solution_passes,
+    test_solution_passes_in_bf16,
+)
 
 from course_utils.exercises import grade
-from course_utils.grading.generic import BF16
 
 IDS = ["1.1", "1.2a", "1.2b", "1.3a", "1.3b"]
-
-
-def test_solution_passes(ex_id, capsys):  # one test per id in IDS (conftest.pytest_generate_tests)
-    assert_solution_passes(ex_id, capsys)
-
-
-@pytest.mark.parametrize("ex_id", ["1.1", "1.2a", "1.3a"])
-def test_solution_passes_in_bf16(ex_id, capsys):
-    grade(ex_id, solution(ex_id), **BF16)
-    assert "bfloat16" in capsys.readouterr().out
-
-
-def test_mistake_is_rejected(ex_id, mistake):  # one test per catalogued mistake
-    assert_rejected(ex_id, mistake)
 
 
 def test_associative_form_with_a_matmul_and_an_extra_column_passes():

@@ -4,19 +4,15 @@
 from __future__ import annotations
 
 import pytest
-from conftest import assert_rejected, assert_solution_passes, solution
+from conftest import solution
+from family_tests import (  # noqa: F401  (collected here, parametrized by IDS)
+    test_mistake_is_rejected,
+    test_solution_passes,
+)
 
 from course_utils.exercises.cost import count_chunkwise_flops
 
 IDS = ["3.2", "3.5"]
-
-
-def test_solution_passes(ex_id, capsys):  # one test per id in IDS (conftest.pytest_generate_tests)
-    assert_solution_passes(ex_id, capsys)
-
-
-def test_mistake_is_rejected(ex_id, mistake):  # one test per catalogued mistake
-    assert_rejected(ex_id, mistake)
 
 
 @pytest.mark.parametrize("T, C, K, V", [(64, 16, 16, 16), (96, 8, 32, 16), (1024, 32, 128, 64)],

@@ -6,29 +6,18 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_rejected, assert_solution_passes, catalogue_params, solution
+from conftest import solution
+from family_tests import (  # noqa: F401  (collected here, parametrized by IDS)
+    test_mistake_is_rejected,
+    test_solution_passes,
+    test_solution_passes_in_bf16,
+)
 
 from course_utils.exercises import grade
 from course_utils.exercises.delta_rule import _StateTouches, _touch_probe
-from course_utils.grading.generic import BF16, CPU
+from course_utils.grading.generic import CPU
 
 IDS = ["5.2", "5.3", "5.4"]
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_solution_passes(ex_id, capsys):
-    assert_solution_passes(ex_id, capsys)
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_solution_passes_in_bf16(ex_id, capsys):
-    grade(ex_id, solution(ex_id), **BF16)
-    assert "bfloat16" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("ex_id, mistake", catalogue_params(IDS))
-def test_mistake_is_rejected(ex_id, mistake):
-    assert_rejected(ex_id, mistake)
 
 
 # ------------------------------------------------------------------------------ correct code, written differently

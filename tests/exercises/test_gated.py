@@ -9,10 +9,14 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_rejected, assert_solution_passes, slug, solution
+from conftest import assert_rejected, slug, solution
+from family_tests import (  # noqa: F401  (collected here, parametrized by IDS)
+    test_solution_passes,
+    test_solution_passes_in_bf16,
+)
 
 from course_utils.exercises import EXERCISES, gated, grade
-from course_utils.grading.generic import BF16, CPU, catalogue
+from course_utils.grading.generic import CPU, catalogue
 
 IDS = ["4.1", "4.2a", "4.2b", "4.3", "4.4"]
 
@@ -28,17 +32,6 @@ def _params(ids):
                 m = dataclasses.replace(m, says=LAYER_SAYS[m.name])
             out.append(pytest.param(ex_id, m, id=f"{ex_id}-{slug(m.name)}"))
     return out
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_solution_passes(ex_id, capsys):
-    assert_solution_passes(ex_id, capsys)
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_solution_passes_in_bf16(ex_id, capsys):
-    grade(ex_id, solution(ex_id), **BF16)
-    assert "bfloat16" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("ex_id, mistake", _params(IDS))

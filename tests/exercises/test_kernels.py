@@ -10,10 +10,15 @@ import pytest
 import torch
 import triton
 import triton.language as tl
-from conftest import assert_rejected, assert_solution_passes, solution
+from conftest import solution
+from family_tests import (  # noqa: F401  (collected here, parametrized by IDS)
+    test_mistake_is_rejected,
+    test_solution_passes,
+    test_solution_passes_in_bf16,
+)
 
 from course_utils.exercises import EXERCISES, grade, kernels
-from course_utils.grading.generic import BF16, CPU
+from course_utils.grading.generic import CPU
 
 IDS = ["6.1", "6.2", "6.3", "6.4", "6.5"]
 
@@ -21,20 +26,6 @@ IDS = ["6.1", "6.2", "6.3", "6.4", "6.5"]
 # course_utils switches on only where there is no GPU.
 pytestmark = pytest.mark.skipif(torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="kernels graded on the CPU need TRITON_INTERPRET=1 on a GPU machine")
-
-
-def test_solution_passes(ex_id, capsys):
-    assert_solution_passes(ex_id, capsys)
-
-
-def test_mistake_is_rejected(ex_id, mistake):
-    assert_rejected(ex_id, mistake)
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_solution_passes_in_bf16(ex_id, capsys):
-    grade(ex_id, solution(ex_id), **BF16)
-    assert "bfloat16" in capsys.readouterr().out
 
 
 def test_every_exercise_names_its_own_mistakes():

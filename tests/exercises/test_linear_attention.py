@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_rejected, assert_solution_passes, solution
+from conftest import solution
+from family_tests import (  # noqa: F401  (collected here, parametrized by IDS)
+    test_mistake_is_rejected,
+    test_solution_passes,
+    test_solution_passes_in_bf16,
+)
 
 from course_utils.exercises import grade
 from course_utils.grading.generic import BF16, CPU
 
 IDS = ["2.1", "2.2", "2.3", "2.4", "3.1", "3.3", "3.4"]
-
-
-def test_solution_passes(ex_id, capsys):  # one test per id in IDS (conftest.pytest_generate_tests)
-    assert_solution_passes(ex_id, capsys)
-
-
-def test_solution_passes_in_bf16(ex_id, capsys):
-    grade(ex_id, solution(ex_id), **BF16)
-    assert "bfloat16" in capsys.readouterr().out
-
-
-def test_mistake_is_rejected(ex_id, mistake):  # one test per catalogued mistake
-    assert_rejected(ex_id, mistake)
 
 
 def _bf16_everywhere(q, k, v, scale=None, initial_state=None, normalize=False):
