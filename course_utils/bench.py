@@ -268,13 +268,17 @@ def sweep(
         torch.set_num_threads(cpu_threads)
     try:
         with torch.no_grad():
-            return _sweep(fns, sizes, make_inputs, x=x, warmup=warmup, reps=reps, memory=memory, flops=flops,
-                          device=device, desc=desc, progress=progress)
+            return _sweep(fns, sizes, make_inputs, x=x, memory=memory, flops=flops, device=device, desc=desc,
+                          progress=progress, timing_keys=("ms",),
+                          timing=lambda fn, args, dev: {"ms": time_fn(fn, *args, warmup=warmup, reps=reps,
+                                                                      device=dev)})
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _sweep(fns, sizes, make_inputs, *, x, warmup, reps, memory, flops, device, desc, progress):
+def _sweep(fns, sizes, make_inputs, *, x, memory, flops, device, desc, progress, timing, timing_keys):
+    """The loop of `sweep` and `sweep_stats`: timing(fn, args, device) -> {key: ms} fills the row's timing
+    keys (NaN until measured, and for every size from a function's first CUDA out-of-memory error on)."""
     from tqdm.auto import tqdm
 
     nan = float("nan")
@@ -284,12 +288,13 @@ def _sweep(fns, sizes, make_inputs, *, x, warmup, reps, memory, flops, device, d
         args = make_inputs(size)
         dev = _device_of(args, device)
         for name, fn in fns.items():
-            row = {"name": name, x: int(size), "ms": nan, "peak_bytes": nan, "flops": nan, "device": dev.type}
+            row = {"name": name, x: int(size), **{k: nan for k in timing_keys}, "peak_bytes": nan, "flops": nan,
+                   "device": dev.type}
             rows.append(row)
             if name in out_of_memory:
                 continue
             try:
-                row["ms"] = time_fn(fn, *args, warmup=warmup, reps=reps, device=dev)
+                row.update(timing(fn, args, dev))
                 if memory:
                     row["peak_bytes"] = peak_memory_bytes(fn, *args, device=dev)
                 if flops:
@@ -298,7 +303,7 @@ def _sweep(fns, sizes, make_inputs, *, x, warmup, reps, memory, flops, device, d
                 if not _is_oom(err):
                     raise
                 out_of_memory.add(name)
-                row["ms"] = row["peak_bytes"] = row["flops"] = nan
+                row.update({k: nan for k in (*timing_keys, "peak_bytes", "flops")})
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
         del args
@@ -444,40 +449,16 @@ def sweep_stats(
     `fixed_threads(threads)` and torch.no_grad(); a CUDA out-of-memory error gives NaN for that size and the
     larger ones of that function, as in `sweep`; any other error propagates.
     """
-    from tqdm.auto import tqdm
 
-    nan = float("nan")
-    rows: list[dict[str, Any]] = []
-    out_of_memory: set[str] = set()
+    def timing(fn: Callable[..., Any], args: tuple, dev: torch.device) -> dict[str, float]:
+        stats = time_stats(fn, *args, warmup=warmup, reps=reps, device=dev)
+        return {"ms": stats["median"], "ms_min": stats["min"], "ms_q1": stats["q1"], "ms_q3": stats["q3"],
+                "ms_max": stats["max"]}
+
     with fixed_threads(threads), torch.no_grad():
-        for size in tqdm(list(sizes), desc=desc, disable=not progress, leave=False):
-            args = make_inputs(size)
-            dev = _device_of(args, device)
-            for name, fn in fns.items():
-                row = {"name": name, x: int(size), "ms": nan, "ms_min": nan, "ms_q1": nan, "ms_q3": nan,
-                       "ms_max": nan, "reps": reps, "threads": threads, "peak_bytes": nan, "flops": nan,
-                       "device": dev.type}
-                rows.append(row)
-                if name in out_of_memory:
-                    continue
-                try:
-                    stats = time_stats(fn, *args, warmup=warmup, reps=reps, device=dev)
-                    row.update(ms=stats["median"], ms_min=stats["min"], ms_q1=stats["q1"], ms_q3=stats["q3"],
-                               ms_max=stats["max"])
-                    if memory:
-                        row["peak_bytes"] = peak_memory_bytes(fn, *args, device=dev)
-                    if flops:
-                        row["flops"] = count_flops(fn, *args)
-                except Exception as err:  # only out-of-memory is expected; re-raise the rest
-                    if not _is_oom(err):
-                        raise
-                    out_of_memory.add(name)
-                    for key in ("ms", "ms_min", "ms_q1", "ms_q3", "ms_max", "peak_bytes", "flops"):
-                        row[key] = nan
-                    if dev.type == "cuda":
-                        torch.cuda.empty_cache()
-            del args
-    return rows
+        rows = _sweep(fns, sizes, make_inputs, x=x, memory=memory, flops=flops, device=device, desc=desc,
+                      progress=progress, timing=timing, timing_keys=("ms", "ms_min", "ms_q1", "ms_q3", "ms_max"))
+    return [{**row, "reps": reps, "threads": threads} for row in rows]
 
 
 __all__ += ["BENCH_THREADS", "fixed_threads", "sweep_stats", "time_stats"]

@@ -21,7 +21,6 @@ __all__ = [
     "plot_attention_matrices",
     "plot_chunk_cost",
     "plot_chunk_partition",
-    "plot_chunk_timing",
     "plot_complexity",
     "plot_feature_error",
     "plot_gate_decay",
@@ -419,50 +418,6 @@ def plot_chunk_cost(
                      xytext=(3, 0), textcoords="offset points", fontsize=8, va="center")
     ax2.legend(fontsize=8, loc="upper center")
     return _finish(fig, title)
-
-
-def plot_chunk_timing(
-    Cs: Sequence[int],
-    measured_ms: Sequence[float],
-    fit_ms: Sequence[float],
-    *,
-    fit_label: str,
-    measured_label: str = "measured",
-    model: tuple[Sequence[int], Sequence[float], str] | None = None,
-    title: str | None = None,
-) -> Figure:
-    """Measured time against chunk size C with a fitted model (left), and optionally a hardware model's
-    prediction beside it (right). model: (Cs, seconds, label)."""
-    n = 2 if model is not None else 1
-    fig, axes = plt.subplots(1, n, figsize=(5.3 * n, 3.9), squeeze=False)
-    ax = axes[0][0]
-    C = _as_array(Cs)
-    meas = _as_array(measured_ms)
-    ax.plot(C, meas, "o", color="tab:blue", label=measured_label)
-    ax.plot(C, _as_array(fit_ms), "--", color="0.3", label=fit_label)
-    i = int(np.nanargmin(meas))
-    ax.plot(C[i], meas[i], "*", ms=13, color="tab:red", label=f"fastest: C = {C[i]:.0f}")
-    ax.set_ylabel("time per call (ms, median)")
-    if model is not None:
-        Cm, sm, label = model
-        ax2 = axes[0][1]
-        ys = 1e6 * _as_array(sm)
-        ax2.plot(_as_array(Cm), ys, "o-", ms=3, color="k", label=label)
-        j = int(np.nanargmin(ys))
-        ax2.plot(_as_array(Cm)[j], ys[j], "*", ms=13, color="tab:red", label=f"best: C = {_as_array(Cm)[j]:.0f}")
-        ax2.set_ylabel("modelled time (µs)")
-    for a in axes[0]:
-        a.set_xscale("log", base=2)
-        a.set_yscale("log")
-        a.set_xlabel("chunk size C")
-        a.grid(True, which="major", alpha=0.3)
-        a.legend(fontsize=8)
-    return _finish(fig, title)
-
-
-# ------------------------------------------------------------------------------------ gated linear attention
-# Lab 04: the naive parallel form's breakdown, which term of the chunkwise form covers a pair (with
-# sub-chunks), and how fast each channel forgets.
 
 
 def plot_gated_errors(rows: list[dict[str, Any]], *, threshold: float | None = None,

@@ -166,17 +166,11 @@ def test_chunk_partition_figure():
     assert "C = 4" in ax.get_title()
 
 
-def test_chunk_cost_and_timing_figures():
+def test_chunk_cost_figure():
     Cs = [1, 2, 4, 8]
     fig = plots.plot_chunk_cost(Cs, [chunk_flops(64, c, 8, 8) for c in Cs], [chunk_bytes(64, c, 8, 8) for c in Cs],
                                 [1e-6] * 4, [2e-6, 1e-6, 5e-7, 3e-7], current=4, best=8, title="x")
     assert len(fig.axes) == 3  # two panels + the bytes twin axis
-    fig = plots.plot_chunk_timing(Cs, [4.0, 2.0, 1.0, 3.0], [4.1, 2.1, 1.2, 2.9], fit_label="fit",
-                                  model=(Cs, [1e-6, 5e-7, 6e-7, 9e-7], "model"))
-    left, right = fig.axes
-    assert "fastest: C = 4" in [t.get_text() for t in left.get_legend().get_texts()]
-    assert "best: C = 2" in [t.get_text() for t in right.get_legend().get_texts()]
-    assert len(plots.plot_chunk_timing(Cs, [1, 2, 3, 4], [1, 2, 3, 4], fit_label="f").axes) == 1
 
 
 # ------------------------------------------------------------------------------ retention and the delta rule
