@@ -52,9 +52,6 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-_SHORT_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
-
-
 @dataclass(frozen=True)
 class Case:
     """One seeded test case. params are what make_inputs reads (B, T, H, dtype, flags, ...)."""
@@ -87,21 +84,6 @@ class Case:
         if self.grad:
             parts.append("gradients")
         return " ".join(parts)
-
-    @property
-    def id(self) -> str:
-        """For test ids, in fla's style: "B2-T63-H3-chunk_size7-fp32-grad"."""
-        parts = []
-        for key, value in self.params.items():
-            if key in ("K", "V", "D") and key not in ("T",):
-                continue
-            if key == "dtype":
-                parts.append(_SHORT_DTYPE.get(value, dtype_name(value)))
-            elif value is True:
-                parts.append(key)
-            elif value is not False:
-                parts.append(f"{key}{value}")
-        return "-".join(parts + (["grad"] if self.grad else []))
 
 
 Hint = Union[str, Callable[[Case], str]]
