@@ -1080,3 +1080,116 @@ def plot_precision_drift(
 
 
 __all__ += ["plot_precision_drift"]
+
+
+# ------------------------------------------------------- the roofline: measured ceilings and each kernel's point
+# course_utils.roofline measures the ceilings; a point is a roofline.RooflinePoint or a bench.Measurement.
+
+
+def plot_roofline(
+    points: Sequence[Any],
+    ceilings: Any,
+    *,
+    dtypes: Sequence[Any] | None = None,
+    roof: Any = None,
+    title: str | None = None,
+) -> Figure:
+    """The roofline of measured `ceilings` (a roofline.Ceilings) with each kernel as a labelled point (log-log).
+
+    x: arithmetic intensity (FLOP per byte), y: TFLOP/s. The memory slope (copy bandwidth × intensity) rises to
+    each compute roof (one per dtype in `dtypes`, default every measured one), whose ridge point is marked and
+    labelled with its intensity. points: roofline.RooflinePoint or bench.Measurement (with bytes and flops).
+    Each point's label gives its name and its fraction of the attainable rate under `roof`'s roof (default: a
+    Measurement's own dtype; none for a bare RooflinePoint). Kernels without FLOPs (a copy) cannot sit on the
+    log axis: a note below the plot lists them with their GB/s and fraction of the copy bandwidth.
+    """
+    from course_utils.roofline import dtype_key
+
+    keys = [dtype_key(d) for d in (dtypes if dtypes is not None else list(ceilings.tflops))]
+    if not keys:
+        raise ValueError("plot_roofline: the ceilings hold no compute roof (measure at least one dtype).")
+    bw = ceilings.bandwidth_gbs
+    placed, off_axis = [], []
+    for p in points:
+        own = getattr(p, "dtype", None)
+        pt = p.point() if hasattr(p, "point") else p
+        which = dtype_key(roof) if roof is not None else (dtype_key(own) if own else None)
+        (placed if pt.flops > 0 and pt.bytes > 0 else off_axis).append((pt, which))
+    ridges = {k: ceilings.ridge(k) for k in keys}
+    xs = [pt.intensity for pt, _ in placed] + list(ridges.values())
+    lo, hi = min(xs) / 8, max(xs) * 8
+    fig, ax = plt.subplots(figsize=(7.6, 5.0))
+    top = max(ceilings.tflops[k] for k in keys)
+    grid = np.geomspace(lo, max(ridges.values()), 64)
+    ax.plot(grid, grid * bw / 1e3, color="k", lw=1.6, label=f"copy bandwidth {bw:,.0f} GB/s")
+    roof_colors = ["0.25", "tab:gray", "tab:brown", "tab:olive"]
+    for k, c in zip(keys, roof_colors * len(keys)):
+        peak, r = ceilings.tflops[k], ridges[k]
+        ax.plot([r, hi], [peak, peak], color=c, lw=1.6, ls="-" if peak == top else "--",
+                label=f"{k} matmul {peak:,.1f} TFLOP/s")
+        ax.plot([r], [peak], "D", color=c, ms=6)
+        ax.annotate(f"ridge {k}: {r:,.0f} FLOP/B", xy=(r, peak), xytext=(4, 4), textcoords="offset points",
+                    fontsize=7.5, color=c)
+    for i, (pt, which) in enumerate(placed):
+        color = _PALETTE[i % len(_PALETTE)]
+        ax.plot([pt.intensity], [pt.tflops], "o", color=color, ms=7, zorder=5)
+        label = pt.name
+        if which is not None and which in ceilings.tflops:
+            label += f" ({100 * pt.fraction(ceilings, which):.0f}% of {which} roofline)"
+        ax.annotate(label, xy=(pt.intensity, pt.tflops), xytext=(6, -10 - 2 * (i % 3)), textcoords="offset points",
+                    fontsize=8, color=color, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 0.8})
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ys = [pt.tflops for pt, _ in placed] + [lo * bw / 1e3]
+    ax.set_ylim(min(ys) / 3, top * 3)
+    ax.set_xlabel("arithmetic intensity (FLOP per byte moved)")
+    ax.set_ylabel("TFLOP/s")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", frameon=False)
+    if off_axis:
+        note = "; ".join(f"{pt.name}: {pt.gbs:,.0f} GB/s = {100 * pt.gbs / bw:.0f}% of copy bandwidth"
+                         for pt, _ in off_axis)
+        ax.text(0.0, -0.16, f"no FLOPs, not on the plot — {note}", transform=ax.transAxes, fontsize=7.5, va="top")
+    device = getattr(ceilings, "device", "")
+    return _finish(fig, title or f"roofline of {device} (measured ceilings)")
+
+
+__all__ += ["plot_roofline"]
+
+
+# ------------------------------------------------------------------------------- state-space models (Lab 07)
+
+
+def plot_legs_reconstruction(signal: Any, reconstructions: Mapping[int, Any], *, t: int | None = None,
+                             title: str | None = None) -> Figure:
+    """A signal's history and its HiPPO-LegS reconstructions (course_utils.hippo): one line per state size N.
+
+    signal: [L] the samples f_1 .. f_L   reconstructions: {N: [t] history read back from the state after
+    sample t}   t: the time of the read-out (default L; marked by a vertical line). Right panel: the error
+    |f̂ - f| along the history, log scale.
+    """
+    f = _as_array(signal)
+    t = len(f) if t is None else int(t)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.2), gridspec_kw={"width_ratios": [1.6, 1.0]})
+    left.plot(np.arange(1, len(f) + 1), f, color="0.75", lw=3.0, label="signal f")
+    colors = plt.cm.viridis(np.linspace(0.1, 0.85, max(len(reconstructions), 1)))
+    for (N, rec), color in zip(reconstructions.items(), colors):
+        r = _as_array(rec)
+        x = np.linspace(1, t, len(r))
+        left.plot(x, r, lw=1.3, color=color, label=f"read back from the state, N = {N}")
+        err = np.abs(r - np.interp(x, np.arange(1, len(f) + 1), f))
+        right.plot(x, np.maximum(err, 1e-8), lw=1.0, color=color, label=f"N = {N}")
+    left.axvline(t, color="k", ls=":", lw=1.0)
+    left.set_xlabel("sample k (the state is read after sample t, dotted)")
+    left.set_ylabel("f")
+    right.set_yscale("log")
+    right.set_xlabel("sample k")
+    right.set_ylabel("|reconstruction - f|")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        _legend_below(ax, ncol=2)
+    return _finish(fig, title)
+
+
+__all__ += ["plot_legs_reconstruction"]

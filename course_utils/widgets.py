@@ -398,3 +398,68 @@ def feature_variance_explorer(norm: float = 1.0, M: int = 64) -> FeatureVariance
 
 __all__ += ["FeatureVarianceExplorer", "feature_variance_explorer", "feature_variance_numbers",
             "relative_feature_variance"]
+
+
+# ------------------------------------------------------- HiPPO-LegS: how much history a state of size N keeps
+
+
+def legs_reconstruction_numbers(hippo: Callable[[int], Any], N: int, signal: Any, t: int) -> dict[str, Any]:
+    """Run the LegS recurrence with (A, B) = hippo(N) over signal[:t] and read the history back from the state
+    (course_utils.hippo). Returns {"N", "t", "reconstruction" [t], "error" (relative RMS over the history),
+    "projection_gap" (online coefficients vs direct quadrature, relative)}."""
+    import numpy as np
+
+    from course_utils.hippo import legs_online, legs_project, legs_reconstruct
+
+    if not 2 <= t <= len(signal):
+        raise ValueError(f"legs_reconstruction_numbers: t must be in [2, {len(signal)}]; got {t}.")
+    f = np.asarray(signal, dtype=float)[:t]
+    A, B = hippo(N)
+    c = legs_online(f, A, B)[-1]
+    rec = legs_reconstruct(c, t)
+    direct = legs_project(f, N)
+    return {"N": N, "t": t, "reconstruction": rec,
+            "error": float(np.linalg.norm(rec - f) / np.linalg.norm(f)),
+            "projection_gap": float(np.linalg.norm(c - direct) / np.linalg.norm(direct))}
+
+
+class LegsExplorer(_Explorer):
+    """Sliders for the state size N and the read-out time t; redraws the history read back from the LegS state
+    (course_utils.plots.plot_legs_reconstruction)."""
+
+    def __init__(self, hippo: Callable[[int], Any], signal: Any, N: int = 16, t: int | None = None):
+        import ipywidgets as w
+
+        self.hippo, self.signal = hippo, signal
+        style = {"description_width": "150px"}
+        layout = w.Layout(width="440px")
+        self.N = w.IntSlider(value=N, min=1, max=96, step=1, description="state size N", style=style,
+                             layout=layout, continuous_update=False)
+        L = len(signal)
+        self.t = w.IntSlider(value=L if t is None else t, min=16, max=L, step=8, description="read after sample t",
+                             style=style, layout=layout, continuous_update=False)
+        self._start({"N": self.N, "t": self.t}, columns=[(self.N,), (self.t,)])
+
+    def _draw(self) -> tuple[dict[str, Any], str, Figure]:
+        from course_utils.plots import plot_legs_reconstruction
+
+        n = legs_reconstruction_numbers(self.hippo, self.N.value, self.signal, self.t.value)
+        text = (f"<b>N = {n['N']}, t = {n['t']}</b>: the {n['t']} samples seen so far, read back from {n['N']} "
+                f"numbers, with relative error <b>{n['error']:.3g}</b> (the online coefficients are "
+                f"{n['projection_gap']:.2g} from the exact projection)")
+        figure = plot_legs_reconstruction(self.signal, {n["N"]: n["reconstruction"]}, t=n["t"],
+                                          title=f"HiPPO-LegS memory, N = {n['N']}")
+        return n, text, figure
+
+    def update(self, N: int | None = None, t: int | None = None) -> dict[str, Any]:
+        """Set any of the controls, redraw once, and return the numbers drawn (see legs_reconstruction_numbers)."""
+        return self._set(N=N, t=t)
+
+
+def legs_explorer(hippo: Callable[[int], Any], signal: Any, N: int = 16, t: int | None = None) -> LegsExplorer:
+    """Build the HiPPO-LegS memory explorer: hippo(N) -> (A [N, N], B [N, 1]) (the student's Exercise 7.2),
+    signal [L]. Show it by ending a cell with it; `.update(N=...)` sets it from code and returns the numbers."""
+    return LegsExplorer(hippo, signal, N=N, t=t)
+
+
+__all__ += ["LegsExplorer", "legs_explorer", "legs_reconstruction_numbers"]
