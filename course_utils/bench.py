@@ -16,6 +16,12 @@ Three measurements, each honest about what it is:
 `attention_flops` and `attention_memory_bytes` are the matching closed-form models, `sweep` runs a set of
 functions over growing sizes, with a progress bar, into rows for `course_utils.plots`, and `save_report`
 keeps a benchmark's figure and rows under reports/.
+
+GPU kernels get their own harness, `benchmark` (one function, one problem) and `compare` (several functions over
+sizes), which returns a `Measurement`: the first call's time on its own (compilation, autotuning), then the
+median and spread of many runs timed with CUDA events after a warm-up by time, with the inputs rotated so that
+the L2 cache does not hold them, and GB/s, TFLOP/s and the fraction of the measured ceilings
+(`course_utils.roofline`) when the bytes and FLOPs are given. On a CPU it refuses: "timing needs a GPU".
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import math
 import os
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
@@ -270,15 +277,16 @@ def sweep(
         with torch.no_grad():
             return _sweep(fns, sizes, make_inputs, x=x, memory=memory, flops=flops, device=device, desc=desc,
                           progress=progress, timing_keys=("ms",),
-                          timing=lambda fn, args, dev: {"ms": time_fn(fn, *args, warmup=warmup, reps=reps,
-                                                                      device=dev)})
+                          timing=lambda name, fn, args, dev, size: {"ms": time_fn(fn, *args, warmup=warmup, reps=reps,
+                                                                                  device=dev)})
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _sweep(fns, sizes, make_inputs, *, x, memory, flops, device, desc, progress, timing, timing_keys):
-    """The loop of `sweep` and `sweep_stats`: timing(fn, args, device) -> {key: ms} fills the row's timing
-    keys (NaN until measured, and for every size from a function's first CUDA out-of-memory error on)."""
+    """The loop of `sweep`, `sweep_stats` and `compare`: timing(name, fn, args, device, size) -> {key: value} fills the
+    row's timing keys (NaN until measured, and for every size from a function's first CUDA out-of-memory error
+    on) and may add more."""
     from tqdm.auto import tqdm
 
     nan = float("nan")
@@ -294,7 +302,7 @@ def _sweep(fns, sizes, make_inputs, *, x, memory, flops, device, desc, progress,
             if name in out_of_memory:
                 continue
             try:
-                row.update(timing(fn, args, dev))
+                row.update(timing(name, fn, args, dev, size))
                 if memory:
                     row["peak_bytes"] = peak_memory_bytes(fn, *args, device=dev)
                 if flops:
@@ -450,7 +458,7 @@ def sweep_stats(
     larger ones of that function, as in `sweep`; any other error propagates.
     """
 
-    def timing(fn: Callable[..., Any], args: tuple, dev: torch.device) -> dict[str, float]:
+    def timing(name: str, fn: Callable[..., Any], args: tuple, dev: torch.device, size: int) -> dict[str, float]:
         stats = time_stats(fn, *args, warmup=warmup, reps=reps, device=dev)
         return {"ms": stats["median"], "ms_min": stats["min"], "ms_q1": stats["q1"], "ms_q3": stats["q3"],
                 "ms_max": stats["max"]}
@@ -462,3 +470,498 @@ def sweep_stats(
 
 
 __all__ += ["BENCH_THREADS", "fixed_threads", "sweep_stats", "time_stats"]
+
+
+# ------------------------------------------------------------------ GPU kernels: a benchmark that can be trusted
+#
+# What makes a GPU figure repeatable, and what `benchmark` does about each cause of a wrong one:
+# - the first call compiles (Triton JIT, or loads it from the disk cache) and autotunes (runs every config):
+#   timed on its own and reported as `first_call_s`, never mixed into the steady-state figure;
+# - clocks and caches settle only after some work: a warm-up *by time* (`warmup_ms`, every input set at least
+#   once), not by a count that a 5 µs kernel finishes in microseconds;
+# - a kernel that re-reads the inputs it has just read finds them in L2 (50 MB on an H200) and looks faster
+#   than it is in a model, where they come from HBM: the inputs are rotated over enough distinct sets that
+#   together they exceed twice the L2 size;
+# - a handful of runs (Lab 03's sweeps took 7 of ~0.5 ms: 3.5 ms in all) catches one hiccup of the CPU or the
+#   clocks and calls it the figure: `rep_ms` of runs (at least `min_reps`), each timed with its own pair of
+#   CUDA events, summarised by the median with p10–p90;
+# - a launch-bound call (small T: a few µs of GPU work behind ~100 µs of Python and launches) measures the CPU,
+#   whose speed varies with the machine and what else runs on it: `cuda_graph=True` replays a captured graph,
+#   which takes the CPU out, and the two figures together say how much of the eager time is launch overhead.
+#
+# Why not `triton.testing.do_bench`: its method is the same (events per run, warm-up and repetitions by time),
+# but it discards the first call's time, flushes L2 with a 256 MB memset before every run instead of rotating
+# the caller's inputs, returns no count of runs, and runs only with a GPU, so none of it can be tested here.
+# The loop below is ~30 lines, takes its clock as an argument, and is tested on a CPU with a fake one.
+
+DEFAULT_L2_BYTES = 128 * 2**20
+"""L2 size assumed when torch does not report it (larger than any current GPU's: rotation errs on the safe side)."""
+
+
+def require_gpu(what: str, device: torch.device | str | None = None) -> torch.device:
+    """The CUDA device to time on, or RuntimeError("timing needs a GPU: ...") saying why there is none."""
+    if device is not None and torch.device(device).type != "cuda":
+        raise RuntimeError(
+            f"timing needs a GPU: {what} times kernels with CUDA events, and the inputs are on "
+            f"{torch.device(device)}. Make them on 'cuda' (make_inputs(..., device='cuda')). For CPU code, "
+            "bench.time_stats gives wall-clock figures.")
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"timing needs a GPU: {what} times kernels with CUDA events, and this process sees no CUDA device "
+            f"(torch {torch.__version__}). GPU figures cannot be measured here; for CPU code, bench.time_stats "
+            "gives wall-clock figures. On Colab: Runtime → Change runtime type → T4 GPU.")
+    return torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+
+
+def l2_cache_bytes(device: torch.device | str | None = None) -> int:
+    """The GPU's L2 cache size in bytes (torch's `L2_cache_size`; 50 MB on an H200, 4 MB on a T4), or
+    `DEFAULT_L2_BYTES` where torch does not report it. Needs a GPU."""
+    dev = require_gpu("l2_cache_bytes", device)
+    return int(getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 0) or DEFAULT_L2_BYTES)
+
+
+def _as_call(obj: Any) -> tuple[tuple, dict]:
+    """One input set as (args, kwargs): a tuple or list is positional, a dict keyword, anything else one arg."""
+    if isinstance(obj, dict):
+        return (), dict(obj)
+    if isinstance(obj, (tuple, list)):
+        return tuple(obj), {}
+    return (obj,), {}
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (tuple, list)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def input_bytes(inputs: Any) -> int:
+    """Bytes of the distinct tensors in one input set (a tensor, or tuples / lists / dicts of them): a tensor
+    passed twice (q, q, q) counts once. Works on any device (meta included)."""
+    seen: dict[tuple[str, int], int] = {}
+    for t in _tensors(inputs):
+        key = (str(t.device), t.data_ptr() if t.device.type != "meta" else id(t))
+        seen[key] = max(seen.get(key, 0), t.numel() * t.element_size())
+    return int(sum(seen.values()))
+
+
+def rotation_count(set_bytes: int, l2_bytes: int, *, max_sets: int = 128, budget_bytes: int | None = None) -> int:
+    """How many distinct input sets to cycle through so that they keep the L2 cache from holding the inputs:
+    enough to fill twice `l2_bytes` (at least 2, so a set is never read twice in a row), at most `max_sets`,
+    and at most `budget_bytes` of them in all. 1 when the sets hold no tensors (nothing to rotate).
+
+    Below 2 × L2 in all (tiny sets hitting `max_sets`, or the memory budget), part of the inputs may be read
+    from L2: `Measurement.cold_l2` says whether the rotation covered the cache.
+    """
+    if set_bytes <= 0:
+        return 1
+    n = min(max(2, math.ceil(2 * l2_bytes / set_bytes)), max_sets)
+    if budget_bytes is not None:
+        n = min(n, max(1, budget_bytes // set_bytes))
+    return int(n)
+
+
+def make_input_sets(inputs: Callable[[], Any], count: int, first: Any = None) -> list[tuple[tuple, dict]]:
+    """`count` input sets from `inputs()` (`first` as the first when given), checked to share no tensor: a
+    function that returns the same tensors every time would make the rotation measure a warm cache."""
+    made = [first if first is not None else inputs()] + [inputs() for _ in range(count - 1)]
+    owner: dict[tuple[str, int], int] = {}
+    for j, s in enumerate(made):
+        for t in _tensors(s):
+            if t.device.type == "meta" or t.numel() == 0:
+                continue
+            key = (str(t.device), t.data_ptr())
+            if owner.setdefault(key, j) != j:
+                raise ValueError(
+                    f"benchmark: inputs() returned the same tensor in set {owner[key]} and set {j}; it must make "
+                    "new tensors on every call (e.g. lambda: make_inputs(B, T, H, K, V)), else rotating the input "
+                    "sets measures a warm L2 cache. Pass rotate=1 to time one set over and over on purpose.")
+    return [_as_call(s) for s in made]
+
+
+_MAX_WARMUP_CALLS = 100_000  # a bound, should a clock stand still
+
+
+class _CudaClock:
+    """What the timing loop needs from the device: a barrier, a wall clock, timing events."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def sync(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    @staticmethod
+    def now() -> float:
+        return time.perf_counter()
+
+    @staticmethod
+    def event() -> Any:
+        return torch.cuda.Event(enable_timing=True)
+
+
+def _time_first_call(call: Callable[[], Any], clock: Any) -> float:
+    """Seconds of one call, the device synchronised before and after (compilation and autotuning included)."""
+    clock.sync()
+    t0 = clock.now()
+    call()
+    clock.sync()
+    return clock.now() - t0
+
+
+def _time_runs(call: Callable[[int], Any], n_sets: int, clock: Any, *, warmup_ms: float, rep_ms: float,
+               min_reps: int, max_reps: int, start: int = 1) -> tuple[int, float, list[float]]:
+    """The steady-state loop. call(j) runs the function on input set j.
+
+    Warm-up: calls (the device synchronised after each, so the wall clock sees the device's work) until
+    `warmup_ms` have passed and every set ran once (3 calls at least). Runs: as many as fit in `rep_ms` at the
+    warm-up's pace, clamped to [min_reps, max_reps], issued back to back, each between two events; set j is
+    followed by set j + 1 (mod n_sets) from `start` on.
+    Returns (warm-up calls, warm-up seconds, [ms per run]).
+    """
+    j, calls = start, 0
+    t0 = clock.now()
+    while calls < max(3, n_sets) or (1e3 * (clock.now() - t0) < warmup_ms and calls < _MAX_WARMUP_CALLS):
+        call(j % n_sets)
+        clock.sync()
+        j, calls = j + 1, calls + 1
+    warm_s = clock.now() - t0
+    per_call_ms = max(1e3 * warm_s / calls, 1e-6)
+    reps = int(min(max_reps, max(min_reps, math.ceil(rep_ms / per_call_ms))))
+    starts, ends = [clock.event() for _ in range(reps)], [clock.event() for _ in range(reps)]
+    for r in range(reps):
+        starts[r].record()
+        call((j + r) % n_sets)
+        ends[r].record()
+    clock.sync()
+    return calls, warm_s, [float(s.elapsed_time(e)) for s, e in zip(starts, ends)]
+
+
+def _dtype_name(dtype: Any) -> str | None:
+    return None if dtype is None else str(dtype).replace("torch.", "")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One function timed by `benchmark` on one problem. Times in milliseconds unless named `_s`.
+
+    times_ms: each timed run (CUDA events around one call).  first_call_s: the first call alone (compilation,
+    autotuning and the run; a kernel compiled earlier in the process only runs).  warmup_calls, warmup_s: the
+    untimed warm-up.  input_sets, input_set_bytes: the rotation (sets cycled, bytes of one).  l2_bytes: the L2
+    size it was sized against.  bytes, flops: the work of one call as the caller counts it (a model, e.g.
+    inputs read + outputs written; the FLOPs of the matrix products), or None.  dtype: the compute dtype whose
+    matmul roof `fractions` compares with ("bfloat16", "float32", "tf32", ...), by default the first
+    floating-point input's.  cuda_graph: the runs replayed a captured CUDA graph (no CPU launch cost).
+
+    Derived: median_ms, p10_ms, q1_ms, q3_ms, p90_ms, min_ms, max_ms, n; gbs = bytes / median (GB/s, 1e9 B/s);
+    tflops = flops / median (TFLOP/s, 1e12 FLOP/s); intensity = flops / bytes (FLOP per byte); NaN where
+    bytes or flops are missing.
+    """
+
+    name: str
+    times_ms: tuple[float, ...]
+    first_call_s: float
+    warmup_calls: int = 0
+    warmup_s: float = 0.0
+    input_sets: int = 1
+    input_set_bytes: int = 0
+    l2_bytes: int = 0
+    bytes: float | None = None
+    flops: float | None = None
+    dtype: str | None = None
+    cuda_graph: bool = False
+    device: str = "cuda"
+
+    def __post_init__(self):
+        if not self.times_ms:
+            raise ValueError(f"Measurement {self.name!r}: no timed runs.")
+
+    def _pct(self, q: float) -> float:
+        import numpy as np
+
+        return float(np.percentile(np.asarray(self.times_ms, dtype=float), q))
+
+    n = property(lambda self: len(self.times_ms), doc="number of timed runs")
+    median_ms = property(lambda self: self._pct(50), doc="median of the runs (ms): the figure to report")
+    p10_ms = property(lambda self: self._pct(10), doc="10th percentile of the runs (ms)")
+    q1_ms = property(lambda self: self._pct(25), doc="first quartile (ms)")
+    q3_ms = property(lambda self: self._pct(75), doc="third quartile (ms)")
+    p90_ms = property(lambda self: self._pct(90), doc="90th percentile of the runs (ms)")
+    min_ms = property(lambda self: min(self.times_ms), doc="fastest run (ms)")
+    max_ms = property(lambda self: max(self.times_ms), doc="slowest run (ms)")
+
+    @property
+    def seconds(self) -> float:
+        """The median in seconds."""
+        return self.median_ms / 1e3
+
+    @property
+    def gbs(self) -> float:
+        """bytes / median time, in GB/s (1e9 bytes per second); NaN without `bytes`."""
+        return float("nan") if self.bytes is None else self.bytes / self.seconds / 1e9
+
+    @property
+    def tflops(self) -> float:
+        """flops / median time, in TFLOP/s (1e12 FLOPs per second); NaN without `flops`."""
+        return float("nan") if self.flops is None else self.flops / self.seconds / 1e12
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity flops / bytes (FLOP per byte); NaN without both."""
+        if self.bytes is None or self.flops is None or self.bytes <= 0:
+            return float("nan")
+        return self.flops / self.bytes
+
+    @property
+    def cold_l2(self) -> bool:
+        """Whether the rotated input sets together exceed the L2 cache (else part of them may be read from it)."""
+        return self.input_sets * self.input_set_bytes > self.l2_bytes
+
+    def point(self) -> Any:
+        """This measurement as a `roofline.RooflinePoint` (needs bytes and flops)."""
+        from course_utils.roofline import roofline_point
+
+        if self.bytes is None or self.flops is None:
+            raise ValueError(f"Measurement {self.name!r}: a roofline point needs bytes= and flops= (got "
+                             f"bytes={self.bytes}, flops={self.flops}).")
+        return roofline_point(self.bytes, self.flops, self.seconds, name=self.name)
+
+    def fractions(self, ceilings: Any, dtype: Any = None) -> dict[str, float]:
+        """Fractions (0..1, NaN where unknown) of a `roofline.Ceilings`:
+        pct_bandwidth = GB/s over the measured copy bandwidth; pct_compute = TFLOP/s over the matmul rate of
+        `dtype` (default self.dtype); pct_roofline = TFLOP/s over the attainable rate at this intensity,
+        min(peak, intensity × bandwidth)."""
+        from course_utils.roofline import dtype_key
+
+        nan = float("nan")
+        dtype = self.dtype if dtype is None else dtype
+        peak = nan if dtype is None else ceilings.tflops.get(dtype_key(dtype), nan)
+        out = {"pct_bandwidth": self.gbs / ceilings.bandwidth_gbs, "pct_compute": self.tflops / peak,
+               "pct_roofline": nan}
+        if not math.isnan(self.intensity) and not math.isnan(peak):
+            out["pct_roofline"] = self.tflops / min(peak, self.intensity * ceilings.bandwidth_gbs / 1e3)
+        return out
+
+    def row(self, ceilings: Any = None) -> dict[str, Any]:
+        """A flat dict for tables and plots: "name", "ms" (median), "ms_min", "ms_p10", "ms_q1", "ms_q3",
+        "ms_p90", "ms_max", "n", "first_call_s", "bytes", "flops", "gbs", "tflops", "intensity", "dtype",
+        "input_sets", "cold_l2", "cuda_graph", and with `ceilings` "pct_bandwidth", "pct_compute",
+        "pct_roofline" (fractions, 0..1). Keys "ms", "ms_q1", "ms_q3" are those plots.plot_scaling_pairs reads."""
+        nan = float("nan")
+        r = {"name": self.name, "ms": self.median_ms, "ms_min": self.min_ms, "ms_p10": self.p10_ms,
+             "ms_q1": self.q1_ms, "ms_q3": self.q3_ms, "ms_p90": self.p90_ms, "ms_max": self.max_ms, "n": self.n,
+             "first_call_s": self.first_call_s, "bytes": nan if self.bytes is None else float(self.bytes),
+             "flops": nan if self.flops is None else float(self.flops), "gbs": self.gbs, "tflops": self.tflops,
+             "intensity": self.intensity, "dtype": self.dtype, "input_sets": self.input_sets,
+             "cold_l2": self.cold_l2, "cuda_graph": self.cuda_graph}
+        if ceilings is not None:
+            r.update(self.fractions(ceilings))
+        return r
+
+    def __str__(self) -> str:
+        s = (f"{self.name}: {self.median_ms:.4g} ms [p10–p90 {self.p10_ms:.4g}–{self.p90_ms:.4g}], n={self.n}, "
+             f"first call {self.first_call_s:.3g} s")
+        if self.bytes is not None:
+            s += f", {self.gbs:,.0f} GB/s"
+        if self.flops is not None:
+            s += f", {self.tflops:.3g} TFLOP/s"
+        return s + (", CUDA graph" if self.cuda_graph else "")
+
+
+def _capture_graphs(fn: Callable[..., Any], sets: list[tuple[tuple, dict]], device: torch.device,
+                    name: str) -> list[Any]:
+    """One CUDA graph per input set, in one shared memory pool (they replay one after another, never together).
+    torch's recipe: a few eager calls on a side stream first, then capture."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for args, kwargs in sets[:3]:
+            fn(*args, **kwargs)
+    torch.cuda.current_stream(device).wait_stream(side)
+    torch.cuda.synchronize(device)
+    graphs, pool = [], None
+    try:
+        for args, kwargs in sets:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                out = fn(*args, **kwargs)
+            del out
+            pool = graph.pool() if pool is None else pool
+            graphs.append(graph)
+    except Exception as err:
+        raise RuntimeError(
+            f"benchmark: {name} cannot be captured in a CUDA graph ({type(err).__name__}: {err}). A captured "
+            "function may not synchronise, read a tensor's value on the CPU (.item(), printing, a Python `if` "
+            "on a tensor) or allocate outside torch's allocator. Time it with cuda_graph=False.") from err
+    torch.cuda.synchronize(device)
+    return graphs
+
+
+def benchmark(
+    fn: Callable[..., Any],
+    inputs: Callable[[], Any],
+    *,
+    name: str | None = None,
+    bytes: float | None = None,
+    flops: float | None = None,
+    dtype: Any = None,
+    warmup_ms: float = 200.0,
+    rep_ms: float = 200.0,
+    min_reps: int = 10,
+    max_reps: int = 10_000,
+    rotate: int | None = None,
+    l2_bytes: int | None = None,
+    cuda_graph: bool = False,
+    device: torch.device | str | None = None,
+) -> Measurement:
+    """Time `fn` on a GPU: the first call on its own, then the median and spread of many steady-state runs.
+
+    fn: called as fn(*set) for a tuple (or list) set, fn(**set) for a dict, fn(set) otherwise.
+    inputs: a function of no arguments that makes ONE new input set (e.g. `lambda: make_inputs(4, T, 8, 64,
+        64, dtype=torch.bfloat16)`), called once per set; sets must not share tensors (checked).
+    bytes, flops: one call's memory traffic (bytes) and work (FLOPs), as your model counts them; give them for
+        GB/s, TFLOP/s and a roofline point.  dtype: the compute roof's dtype for `Measurement.fractions`
+        (default the first floating-point input's; "tf32" for float32 matmuls on TF32 tensor cores).
+    warmup_ms: the warm-up's length in milliseconds (every set at least once, 3 calls at least).
+    rep_ms: how long to time for: ceil(rep_ms / the warm-up's ms per call) runs, clamped to [min_reps, max_reps].
+    rotate: the number of input sets to cycle through; None sizes it so that together they exceed twice the
+        L2 cache (`rotation_count`: at least 2, at most 128, at most a quarter of the free GPU memory);
+        1 times one set over and over (a warm cache, on purpose).  l2_bytes: override the L2 size.
+    cuda_graph: capture one CUDA graph per set and time its replays (after an eager first call and warm-up):
+        the GPU's time without the CPU's launch cost. For launch-bound calls (small problems); fails with a
+        clear error when `fn` cannot be captured.
+    device: the GPU (default: that of the first input tensor, else the current one).
+
+    What it does, in order: the first call of set 0 (synchronised before and after) -> first_call_s; a
+    warm-up by time; then the timed runs, back to back, set j then j + 1 (mod sets), each between two CUDA
+    events. The median of the per-run times is the figure (robust to the odd slow run); p10–p90 its spread.
+    Not under torch.no_grad(): wrap `fn` if its inputs require grad and you time the forward pass only.
+    Raises RuntimeError("timing needs a GPU: ...") without a CUDA device or with inputs on the CPU.
+    """
+    name = name or getattr(fn, "__name__", "fn")
+    dev = require_gpu("bench.benchmark", device)
+    first = inputs()
+    tensors = list(_tensors(first))
+    if device is None and tensors:
+        dev = tensors[0].device
+    require_gpu("bench.benchmark", dev)
+    if dtype is None:
+        dtype = next((t.dtype for t in tensors if t.is_floating_point()), None)
+    l2 = int(l2_bytes) if l2_bytes is not None else l2_cache_bytes(dev)
+    set_bytes = input_bytes(first)
+    if rotate is None:
+        free, _total = torch.cuda.mem_get_info(dev)
+        rotate = rotation_count(set_bytes, l2, budget_bytes=free // 4)
+    if rotate < 1:
+        raise ValueError(f"benchmark: rotate must be >= 1 (or None); got {rotate}.")
+    sets = make_input_sets(inputs, rotate, first=first)
+    clock = _CudaClock(dev)
+
+    def eager(j: int) -> None:
+        args, kwargs = sets[j]
+        fn(*args, **kwargs)
+
+    first_call_s = _time_first_call(lambda: eager(0), clock)
+    call = eager
+    if cuda_graph:
+        graphs = _capture_graphs(fn, sets, dev, name)
+        call = lambda j: graphs[j].replay()  # noqa: E731
+    calls, warm_s, times = _time_runs(call, len(sets), clock, warmup_ms=warmup_ms, rep_ms=rep_ms,
+                                      min_reps=min_reps, max_reps=max_reps)
+    return Measurement(name=name, times_ms=tuple(times), first_call_s=first_call_s, warmup_calls=calls,
+                       warmup_s=warm_s, input_sets=len(sets), input_set_bytes=set_bytes, l2_bytes=l2,
+                       bytes=bytes, flops=flops, dtype=_dtype_name(dtype), cuda_graph=cuda_graph, device=str(dev))
+
+
+_COMPARE_KEYS = ("ms", "ms_min", "ms_p10", "ms_q1", "ms_q3", "ms_p90", "ms_max", "first_call_s", "gbs", "tflops",
+                 "intensity")
+
+
+def compare(
+    fns: dict[str, Callable[..., Any]],
+    sizes: Sequence[int],
+    make_inputs: Callable[[int], Any],
+    *,
+    x: str = "T",
+    bytes: Callable[[int], float] | dict[str, Callable[[int], float]] | None = None,
+    flops: Callable[[int], float] | dict[str, Callable[[int], float]] | None = None,
+    ceilings: Any = None,
+    memory: bool = True,
+    device: torch.device | str | None = None,
+    desc: str = "sizes",
+    progress: bool = True,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """`benchmark` every function at every size, under torch.no_grad(), with a tqdm progress bar over sizes.
+
+    fns: {name: fn}, each called as fn(*make_inputs(size)).  make_inputs(size): one NEW input set (a tuple);
+        called once per rotated set.  x: the swept variable's name, the rows' key for the size.
+    bytes, flops: size -> one call's bytes / FLOPs (the same model for every function), or {name: size -> ...}
+        per function; they give the rows' "gbs", "tflops", "intensity".  ceilings: a `roofline.Ceilings`: adds
+        "pct_bandwidth", "pct_compute", "pct_roofline" (fractions, 0..1).  memory: also the peak memory
+        (`peak_memory_bytes`, one more call).  options: passed to `benchmark` (warmup_ms, rep_ms, cuda_graph, ...).
+    Returns one row per (size, name), sizes outermost: `Measurement.row()`'s keys plus x, "peak_bytes" and
+    "device". A CUDA out-of-memory error gives NaN for that size and every larger one of that function; any other
+    error propagates (on a CPU: "timing needs a GPU").
+    """
+    require_gpu("bench.compare", device)
+
+    def model(spec: Any, name: str, size: int) -> float | None:
+        f = spec.get(name) if isinstance(spec, dict) else spec
+        return None if f is None else float(f(size))
+
+    def timing(name: str, fn: Callable[..., Any], args: tuple, dev: torch.device, size: int) -> dict[str, Any]:
+        m = benchmark(fn, lambda: make_inputs(size), name=name, bytes=model(bytes, name, size),
+                      flops=model(flops, name, size), device=dev, **options)
+        return m.row(ceilings)
+
+    with torch.no_grad():
+        return _sweep(fns, sizes, make_inputs, x=x, memory=memory, flops=False, device=device, desc=desc,
+                      progress=progress, timing=timing, timing_keys=_COMPARE_KEYS)
+
+
+def _fmt(v: Any, spec: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return format(v, spec)
+
+
+def format_table(rows: Sequence[dict[str, Any]], *, x: str | None = None) -> str:
+    """Rows of `compare` (or `Measurement.row()`) as a plain-text table, one line per row:
+    name, the size (column `x` when given), time "median [p10–p90]" in ms, runs, first call (s), GB/s, TFLOP/s,
+    and, where the rows hold them, % of the copy bandwidth, % of the matmul peak, % of the roofline. Columns
+    with no value in any row are left out; "–" marks a missing value (not measured, out of memory)."""
+    cols: list[tuple[str, Callable[[dict[str, Any]], str]]] = [("name", lambda r: str(r["name"]))]
+    if x is not None:
+        cols.append((x, lambda r: _fmt(r.get(x), ",")))
+    cols += [
+        ("time ms: median [p10–p90]",
+         lambda r: f"{_fmt(r.get('ms'), '.4g')} [{_fmt(r.get('ms_p10'), '.4g')}–{_fmt(r.get('ms_p90'), '.4g')}]"),
+        ("runs", lambda r: _fmt(r.get("n"), "d")),
+        ("1st call s", lambda r: _fmt(r.get("first_call_s"), ".3g")),
+        ("GB/s", lambda r: _fmt(r.get("gbs"), ",.0f")),
+        ("TFLOP/s", lambda r: _fmt(r.get("tflops"), ".3g")),
+        ("% copy BW", lambda r: _fmt(100 * r["pct_bandwidth"], ".0f") if "pct_bandwidth" in r else "–"),
+        ("% matmul", lambda r: _fmt(100 * r["pct_compute"], ".0f") if "pct_compute" in r else "–"),
+        ("% roofline", lambda r: _fmt(100 * r["pct_roofline"], ".0f") if "pct_roofline" in r else "–"),
+    ]
+    cells = [[f(r) for _, f in cols] for r in rows]
+    keep = [i for i, (head, _) in enumerate(cols)
+            if i < 3 or head in ("runs",) or any(c[i] != "–" for c in cells)]
+    heads = [cols[i][0] for i in keep]
+    table = [[c[i] for i in keep] for c in cells]
+    widths = [max([len(h)] + [len(t[k]) for t in table]) for k, h in enumerate(heads)]
+    lines = ["  ".join(h.ljust(w) if k == 0 else h.rjust(w) for k, (h, w) in enumerate(zip(heads, widths)))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) if k == 0 else v.rjust(w) for k, (v, w) in enumerate(zip(t, widths)))
+              for t in table]
+    return "\n".join(lines)
+
+
+__all__ += ["DEFAULT_L2_BYTES", "Measurement", "benchmark", "compare", "format_table", "input_bytes", "require_gpu",
+            "l2_cache_bytes", "make_input_sets", "rotation_count"]

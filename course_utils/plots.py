@@ -1082,6 +1082,84 @@ def plot_precision_drift(
 __all__ += ["plot_precision_drift"]
 
 
+# ------------------------------------------------------- the roofline: measured ceilings and each kernel's point
+# course_utils.roofline measures the ceilings; a point is a roofline.RooflinePoint or a bench.Measurement.
+
+
+def plot_roofline(
+    points: Sequence[Any],
+    ceilings: Any,
+    *,
+    dtypes: Sequence[Any] | None = None,
+    roof: Any = None,
+    title: str | None = None,
+) -> Figure:
+    """The roofline of measured `ceilings` (a roofline.Ceilings) with each kernel as a labelled point (log-log).
+
+    x: arithmetic intensity (FLOP per byte), y: TFLOP/s. The memory slope (copy bandwidth × intensity) rises to
+    each compute roof (one per dtype in `dtypes`, default every measured one), whose ridge point is marked and
+    labelled with its intensity. points: roofline.RooflinePoint or bench.Measurement (with bytes and flops).
+    Each point's label gives its name and its fraction of the attainable rate under `roof`'s roof (default: a
+    Measurement's own dtype; none for a bare RooflinePoint). Kernels without FLOPs (a copy) cannot sit on the
+    log axis: a note below the plot lists them with their GB/s and fraction of the copy bandwidth.
+    """
+    from course_utils.roofline import dtype_key
+
+    keys = [dtype_key(d) for d in (dtypes if dtypes is not None else list(ceilings.tflops))]
+    if not keys:
+        raise ValueError("plot_roofline: the ceilings hold no compute roof (measure at least one dtype).")
+    bw = ceilings.bandwidth_gbs
+    placed, off_axis = [], []
+    for p in points:
+        own = getattr(p, "dtype", None)
+        pt = p.point() if hasattr(p, "point") else p
+        which = dtype_key(roof) if roof is not None else (dtype_key(own) if own else None)
+        (placed if pt.flops > 0 and pt.bytes > 0 else off_axis).append((pt, which))
+    ridges = {k: ceilings.ridge(k) for k in keys}
+    xs = [pt.intensity for pt, _ in placed] + list(ridges.values())
+    lo, hi = min(xs) / 8, max(xs) * 8
+    fig, ax = plt.subplots(figsize=(7.6, 5.0))
+    top = max(ceilings.tflops[k] for k in keys)
+    grid = np.geomspace(lo, max(ridges.values()), 64)
+    ax.plot(grid, grid * bw / 1e3, color="k", lw=1.6, label=f"copy bandwidth {bw:,.0f} GB/s")
+    roof_colors = ["0.25", "tab:gray", "tab:brown", "tab:olive"]
+    for k, c in zip(keys, roof_colors * len(keys)):
+        peak, r = ceilings.tflops[k], ridges[k]
+        ax.plot([r, hi], [peak, peak], color=c, lw=1.6, ls="-" if peak == top else "--",
+                label=f"{k} matmul {peak:,.1f} TFLOP/s")
+        ax.plot([r], [peak], "D", color=c, ms=6)
+        ax.annotate(f"ridge {k}: {r:,.0f} FLOP/B", xy=(r, peak), xytext=(4, 4), textcoords="offset points",
+                    fontsize=7.5, color=c)
+    for i, (pt, which) in enumerate(placed):
+        color = _PALETTE[i % len(_PALETTE)]
+        ax.plot([pt.intensity], [pt.tflops], "o", color=color, ms=7, zorder=5)
+        label = pt.name
+        if which is not None and which in ceilings.tflops:
+            label += f" ({100 * pt.fraction(ceilings, which):.0f}% of {which} roofline)"
+        right = pt.intensity > math.sqrt(lo * hi)  # labels of points on the right run leftwards, inside the axes
+        ax.annotate(label, xy=(pt.intensity, pt.tflops), xytext=(-6 if right else 6, -10 - 2 * (i % 3)),
+                    textcoords="offset points", ha="right" if right else "left", fontsize=8, color=color,
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 0.8})
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ys = [pt.tflops for pt, _ in placed] + [lo * bw / 1e3]
+    ax.set_ylim(min(ys) / 3, top * 3)
+    ax.set_xlabel("arithmetic intensity (FLOP per byte moved)")
+    ax.set_ylabel("TFLOP/s")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", frameon=False)
+    if off_axis:
+        note = "; ".join(f"{pt.name}: {pt.gbs:,.0f} GB/s = {100 * pt.gbs / bw:.0f}% of copy bandwidth"
+                         for pt, _ in off_axis)
+        ax.text(0.0, -0.16, f"no FLOPs, not on the plot — {note}", transform=ax.transAxes, fontsize=7.5, va="top")
+    device = getattr(ceilings, "device", "")
+    return _finish(fig, title or f"roofline of {device} (measured ceilings)")
+
+
+__all__ += ["plot_roofline"]
+
+
 # ------------------------------------------------------------------------------- state-space models (Lab 07)
 
 

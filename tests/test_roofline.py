@@ -1,0 +1,124 @@
+"""course_utils.roofline: the roofline's arithmetic, the ceilings, the figure (CPU); measuring needs a GPU."""
+
+import math
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+from course_utils import bench, plots, roofline  # noqa: E402
+
+H200_LIKE = roofline.Ceilings("H200-like", bandwidth_gbs=4000.0, tflops={"float32": 50.0, "bfloat16": 800.0},
+                              l2_bytes=50 * 10**6)
+
+
+@pytest.mark.parametrize("intensity,expected", [
+    pytest.param(1.0, 4.0, id="memory-bound: I x BW"),
+    pytest.param(100.0, 400.0, id="memory-bound-near-ridge"),
+    pytest.param(200.0, 800.0, id="at-the-ridge: both"),
+    pytest.param(1e4, 800.0, id="compute-bound: the roof"),
+    pytest.param(0.0, 0.0, id="no-flops"),
+])
+def test_attainable_is_min_of_roof_and_slope(intensity, expected):
+    assert roofline.attainable_tflops(intensity, 4000.0, 800.0) == pytest.approx(expected)
+    assert H200_LIKE.attainable_tflops(intensity, torch.bfloat16) == pytest.approx(expected)
+
+
+def test_ridge_points():
+    assert roofline.ridge_intensity(4000.0, 800.0) == pytest.approx(200.0)  # 800e12 FLOP/s / 4000e9 B/s
+    assert H200_LIKE.ridge("float32") == pytest.approx(12.5)
+    assert H200_LIKE.attainable_tflops(H200_LIKE.ridge("float32"), "float32") == pytest.approx(50.0)
+    with pytest.raises(KeyError, match="no matmul rate measured for 'float16'.*bfloat16"):
+        H200_LIKE.ridge(torch.float16)
+    with pytest.raises(ValueError, match="bandwidth"):
+        roofline.ridge_intensity(0.0, 1.0)
+    with pytest.raises(ValueError, match="intensity"):
+        roofline.attainable_tflops(-1.0, 1.0, 1.0)
+
+
+def test_dtype_key():
+    assert [roofline.dtype_key(d) for d in (torch.bfloat16, torch.float16, torch.float32, "tf32", "fp16")] == [
+        "bfloat16", "float16", "float32", "tf32", "float16"]
+
+
+def test_roofline_point_arithmetic():
+    # a GLA-like kernel: 0.1 GB moved, 1 TFLOP of matmuls, in 5 ms
+    p = roofline.roofline_point(1e8, 1e12, 5e-3, name="k")
+    assert p.intensity == pytest.approx(1e4) and p.tflops == pytest.approx(200.0) and p.gbs == pytest.approx(20.0)
+    assert p.fraction(H200_LIKE, "bfloat16") == pytest.approx(0.25)  # compute-bound: 200 of 800
+    slow = roofline.roofline_point(1e9, 1e10, 1e-3)  # I = 10 FLOP/B: attainable 40 TFLOP/s, reaches 10
+    assert slow.fraction(H200_LIKE, "bfloat16") == pytest.approx(0.25)
+    copy = roofline.roofline_point(2e9, 0, 1e-3, name="copy")
+    assert math.isnan(copy.fraction(H200_LIKE, "bfloat16")) and copy.gbs == pytest.approx(2000)
+    with pytest.raises(ValueError, match="seconds must be > 0"):
+        roofline.roofline_point(1, 1, 0.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        roofline.roofline_point(-1, 1, 1.0)
+
+
+def test_ceilings_str_names_every_roof():
+    s = str(H200_LIKE)
+    assert "4,000 GB/s" in s and "float32 50.0 TFLOP/s (ridge 12 FLOP/B)" in s and "bfloat16 800.0" in s
+
+
+def test_fp32_matmul_precision_restores_the_setting():
+    matmul = torch.backends.cuda.matmul
+    attr = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
+    before = getattr(matmul, attr)
+    with roofline.fp32_matmul_precision("tf32"):
+        assert getattr(matmul, attr) in ("tf32", True)
+    with pytest.raises(RuntimeError, match="boom"):
+        with roofline.fp32_matmul_precision("ieee"):
+            assert getattr(matmul, attr) in ("ieee", False)
+            raise RuntimeError("boom")
+    assert getattr(matmul, attr) == before
+    with pytest.raises(ValueError, match="ieee"):
+        with roofline.fp32_matmul_precision("highest"):
+            pass
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+@pytest.mark.parametrize("measure", [roofline.measure_copy_bandwidth, roofline.measure_matmul_rate,
+                                     roofline.measure_ceilings], ids=lambda f: f.__name__)
+def test_measuring_needs_a_gpu(measure):
+    with pytest.raises(RuntimeError, match="^timing needs a GPU: roofline"):
+        measure()
+
+
+def test_plot_roofline_labels_points_roofs_and_ridges():
+    m = bench.Measurement(name="chunk_gla", times_ms=(1.0,), first_call_s=1.0, bytes=1e8, flops=2e11,
+                          dtype="bfloat16")  # I = 2000 FLOP/B, 200 TFLOP/s: 25% of the bf16 roof
+    points = [m, roofline.roofline_point(1e9, 1e10, 1e-3, name="fused_recurrent"),
+              roofline.roofline_point(2e9, 0, 1e-3, name="copy")]
+    fig = plots.plot_roofline(points, H200_LIKE, title="test roofline")
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert "chunk_gla (25% of bfloat16 roofline)" in texts and "fused_recurrent" in texts
+    assert "ridge float32: 12 FLOP/B" in texts and "ridge bfloat16: 200 FLOP/B" in texts
+    assert any(t.startswith("no FLOPs, not on the plot — copy: 2,000 GB/s = 50% of copy bandwidth") for t in texts)
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["copy bandwidth 4,000 GB/s", "float32 matmul 50.0 TFLOP/s", "bfloat16 matmul 800.0 TFLOP/s"]
+    # the points sit where the arithmetic puts them
+    xy = {(round(line.get_xdata()[0], 6), round(line.get_ydata()[0], 6)) for line in ax.get_lines()
+          if line.get_marker() == "o"}
+    assert xy == {(2000.0, 200.0), (10.0, 10.0)}
+    # the memory slope passes through (1 FLOP/B, 4 TFLOP/s) and ends at the highest ridge
+    slope = ax.get_lines()[0]
+    xs, ys = slope.get_xdata(), slope.get_ydata()
+    assert ys / xs == pytest.approx(4.0) and xs[-1] == pytest.approx(200.0)
+    only_fp32 = plots.plot_roofline(points[:2], H200_LIKE, dtypes=["float32"], roof="float32")
+    assert "fused_recurrent (25% of float32 roofline)" in [t.get_text() for t in only_fp32.axes[0].texts]
+    matplotlib.pyplot.close("all")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_ceilings_are_plausible():
+    c = roofline.measure_ceilings()
+    assert 100 < c.bandwidth_gbs < 20_000 and c.l2_bytes > 0
+    assert 1 < c.tflops["float32"] < 200
+    half = "bfloat16" if "bfloat16" in c.tflops else "float16"
+    assert c.tflops[half] > 2 * c.tflops["float32"]  # tensor cores
+    assert roofline.measure_ceilings() == c  # cached: the same figures, not a second measurement
