@@ -1,0 +1,274 @@
+"""The state-space family (Lab 07: 7.1a, 7.1b, 7.2, 7.3a, 7.3b, 7.4): solutions pass, every catalogued mistake
+is rejected with its hint, correct code written differently passes, the how checks reject a Toeplitz matrix,
+a loop and dense powers, and the grader's own references agree with independent constructions (scipy, the
+state-spaces/s4 HiPPO code's construction)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_rejected, slug, solution
+from family_tests import (  # noqa: F401  (collected here, parametrized by IDS)
+    test_solution_passes,
+    test_solution_passes_in_bf16,
+)
+
+from course_utils.exercises import EXERCISES, grade, ssm
+from course_utils.grading.generic import CPU, catalogue
+
+IDS = ["7.1a", "7.1b", "7.2", "7.3a", "7.3b", "7.4"]
+
+# Generic mistakes (course_utils.grading.generic) that assume a [B, T, H, D] output and a tensor first argument
+# of rank >= 3. On this family's matrices they are not mistakes of the kind they name: the wrong function either
+# crashes inside generic.py's own helper (so a "rejection" proves nothing about the grader) or is correct code
+# (a .view() to the same 2-D shape never fails). test_not_applicable_generic_mistakes checks each claim below.
+CRASHES, CORRECT = "crashes in its own helper", "is correct code here"
+NOT_APPLICABLE = {
+    **{(i, "head-first [B,H,T,D]"): CRASHES for i in ("7.1a", "7.1b", "7.2", "7.3a", "7.4")},  # 2-D or 1-D output
+    **{(i, "NaN"): CRASHES for i in ("7.1a", "7.1b", "7.2", "7.3a", "7.4")},  # index (0, 5, 1)
+    ("7.3a", "output reversed in time"): CRASHES,  # flip(1) of a 1-D kernel
+    **{(i, "fails on non-contiguous inputs"): CORRECT for i in ("7.1a", "7.1b", "7.3a", "7.4")},  # 2-D first arg
+    ("7.2", "fails on non-contiguous inputs"): CRASHES,  # first argument N is an int
+    ("7.2", "mutates its input"): CRASHES,
+    ("7.2", "raises inside"): CRASHES,
+}
+# where the message differs from generic.py's wording for a [B, T, H, D] output
+SAYS = {
+    ("7.3b", "NaN"): ("NaN at (b=0, t=5)",),  # the [B, L, H] output names (b, t) and shows the h row
+    **{(i, "output reversed in time"): ("relative RMS error",) for i in ("7.1a", "7.1b", "7.2")},  # columns flipped
+}
+
+
+def _params():
+    out = []
+    for ex_id in IDS:
+        for m in catalogue(EXERCISES[ex_id], solution(ex_id)):
+            if (ex_id, m.name) in NOT_APPLICABLE:
+                continue
+            if (ex_id, m.name) in SAYS:
+                m = dataclasses.replace(m, says=SAYS[ex_id, m.name])
+            out.append(pytest.param(ex_id, m, id=f"{ex_id}-{slug(m.name)}"))
+    return out
+
+
+@pytest.mark.parametrize("ex_id, mistake", _params())
+def test_mistake_is_rejected(ex_id, mistake):
+    assert_rejected(ex_id, mistake)
+
+
+def test_every_exercise_names_its_own_mistakes():
+    sizes = {ex_id: len(EXERCISES[ex_id].mistakes) for ex_id in IDS}
+    assert all(n >= 6 for n in sizes.values()), sizes
+
+
+@pytest.mark.parametrize("ex_id, name", sorted(NOT_APPLICABLE), ids=lambda x: slug(x))
+def test_not_applicable_generic_mistakes(ex_id, name):
+    """What NOT_APPLICABLE says of each: it crashes inside generic.py, or it passes (it is correct code)."""
+    mistake = next(m for m in catalogue(EXERCISES[ex_id], solution(ex_id)) if m.name == name)
+    if NOT_APPLICABLE[ex_id, name] == CORRECT:
+        grade(ex_id, mistake.wrong_fn, quiet=True, **CPU)
+    else:
+        with pytest.raises(AssertionError, match=r"generic\.py"):
+            grade(ex_id, mistake.wrong_fn, quiet=True, **CPU)
+
+
+@pytest.mark.parametrize("ex_id", ["7.1a", "7.2", "7.3a", "7.4"])
+def test_a_nan_in_a_matrix_output_is_caught(ex_id):
+    """The NaN check generic.py's [B, T, H, D] mistake cannot show here, on the family's own outputs."""
+    fn = solution(ex_id)
+
+    def nan_inside(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        first = (out[0] if isinstance(out, tuple) else out).clone()
+        first.view(-1)[1] = float("nan")
+        return (first,) + tuple(out[1:]) if isinstance(out, tuple) else first
+
+    if ex_id == "7.2":
+        with pytest.raises(AssertionError, match="NaN at"):
+            grade(ex_id, nan_inside, quiet=True, device="cpu", dtypes=[torch.float32])
+        return
+    with pytest.raises(AssertionError, match="NaN at"):
+        grade(ex_id, nan_inside, quiet=True, **CPU)
+
+
+# ------------------------------------------------------------------------------------------ correct alternatives
+
+
+def zoh_block_exponential(A, B, dt):
+    """Van Loan's trick: exp(dt [[A, B], [0, 0]]) = [[Ab, Bb], [0, I]] (no inverse of A)."""
+    N, M = B.shape
+    big = torch.zeros(N + M, N + M, dtype=torch.float64, device=A.device)
+    big[:N, :N], big[:N, N:] = A.double(), B.double()
+    E = torch.linalg.matrix_exp(dt * big)
+    return E[:N, :N].to(A.dtype), E[:N, N:].to(B.dtype)
+
+
+def zoh_in_float32_with_inv(A, B, dt):
+    Af = A.float()
+    Ab = torch.linalg.matrix_exp(dt * Af)
+    eye = torch.eye(A.shape[0], device=A.device)
+    return Ab.to(A.dtype), (torch.linalg.inv(Af) @ (Ab - eye) @ B.float()).to(B.dtype)
+
+
+def bilinear_with_inv(A, B, dt):
+    eye = torch.eye(A.shape[0], device=A.device, dtype=torch.float64)
+    inv = torch.linalg.inv(eye - dt / 2 * A.double())
+    return (inv @ (eye + dt / 2 * A.double())).to(A.dtype), (inv @ B.double() * dt).to(B.dtype)
+
+
+def hippo_s4_construction(N, dtype=torch.float32, device="cpu"):
+    """state-spaces/s4's transition('legs', N): M = -(tril(2k+1) - diag(n)), A = T M T^-1, T = diag(sqrt(2n+1))."""
+    q = np.arange(N, dtype=np.float64)
+    col, row = np.meshgrid(q, q)
+    M = -(np.where(row >= col, 2 * q + 1, 0) - np.diag(q))
+    T = np.diag(np.sqrt(2 * q + 1))
+    A = T @ M @ np.linalg.inv(T)
+    return (torch.as_tensor(A, dtype=dtype, device=device),
+            torch.as_tensor(np.diag(T)[:, None].copy(), dtype=dtype, device=device))
+
+
+def kernel_matrix_power(Ab, Bb, C, L):
+    Af = Ab.double()
+    return torch.stack([(C.double() @ torch.linalg.matrix_power(Af, i) @ Bb.double())[0, 0]
+                        for i in range(L)]).to(Ab.dtype)
+
+
+def conv_complex_fft(u, K, D):
+    """torch.fft.fft (complex) over a power-of-two length >= 2L, head-first inside."""
+    B, L, H = u.shape
+    n = 1 << (2 * L - 1).bit_length()
+    uf = torch.fft.fft(u.float().permute(0, 2, 1), n=n)  # [B, H, n]
+    y = torch.fft.ifft(uf * torch.fft.fft(K.float(), n=n), n=n).real[..., :L]
+    return (y.permute(0, 2, 1) + D.float() * u.float()).to(u.dtype)
+
+
+def s4d_with_pow(A, B, C, dt, L):
+    """Ab ** l by torch.pow and the sum written as a matmul."""
+    dA = dt.float()[:, None] * A.float()
+    Ab = dA.exp()
+    Bb = torch.expm1(dA) / A.float() * B.float()
+    V = Ab[..., None] ** torch.arange(L, device=A.device, dtype=torch.float32)  # [H, N, L]
+    return ((C.float() * Bb)[:, None, :] @ V)[:, 0].to(A.dtype)
+
+
+@pytest.mark.parametrize("ex_id, fn", [
+    ("7.1a", zoh_block_exponential),
+    ("7.1a", zoh_in_float32_with_inv),
+    ("7.1b", bilinear_with_inv),
+    ("7.2", hippo_s4_construction),
+    ("7.3a", kernel_matrix_power),
+    ("7.3b", conv_complex_fft),
+    ("7.4", s4d_with_pow),
+], ids=lambda x: x if isinstance(x, str) else x.__name__)
+def test_correct_alternatives_pass(ex_id, fn):
+    grade(ex_id, fn, quiet=True, **CPU)
+
+
+# ------------------------------------------------------------------------------------------ how checks
+
+
+def conv_toeplitz(u, K, D):
+    """Right values through an L x L lower-triangular Toeplitz matrix (and an FFT for show): rejected."""
+    torch.fft.rfft(u.float(), dim=1)
+    L = u.shape[1]
+    idx = torch.arange(L, device=u.device)
+    lag = idx[:, None] - idx[None, :]
+    T = torch.where(lag >= 0, K.float()[:, lag.clamp(min=0)], 0.0)  # [H, L, L]
+    return (torch.einsum("hts,bsh->bth", T, u.float()) + D.float() * u.float()).to(u.dtype)
+
+
+def conv_loop(u, K, D):
+    """A direct sum per output step (and an FFT for show): rejected by the loop check."""
+    torch.fft.rfft(u.float(), dim=1)
+    L = u.shape[1]
+    ys = [(K.float()[:, : t + 1].flip(-1).T[None] * u.float()[:, : t + 1]).sum(1) for t in range(L)]
+    return (torch.stack(ys, 1) + D.float() * u.float()).to(u.dtype)
+
+
+def _no_fft_loop(u, K, D):
+    L = u.shape[1]
+    ys = [(K.float()[:, : t + 1].flip(-1).T[None] * u.float()[:, : t + 1]).sum(1) for t in range(L)]
+    return (torch.stack(ys, 1) + D.float() * u.float()).to(u.dtype)
+
+
+def conv_fft_then_conv1d(u, K, D):
+    """An FFT that does nothing, then conv1d does the work."""
+    torch.fft.rfft(u.float(), dim=1)
+    L, H = u.shape[1], u.shape[2]
+    x = torch.nn.functional.pad(u.float().transpose(1, 2), (L - 1, 0))
+    y = torch.nn.functional.conv1d(x, K.float().flip(-1)[:, None], groups=H).transpose(1, 2)
+    return (y + D.float() * u.float()).to(u.dtype)
+
+
+def s4d_dense(A, B, C, dt, L):
+    """Right values through dense diag(Ab) and its matrix powers: rejected by the how check."""
+    out = []
+    for h in range(A.shape[0]):
+        dA = dt[h].float() * A[h].float()
+        Ab = torch.diag(dA.exp())
+        Bb = ((dA.exp() - 1) / A[h].float() * B[h].float())[:, None]
+        out.append(torch.stack([(C[h].float()[None] @ torch.linalg.matrix_power(Ab, i) @ Bb)[0, 0]
+                                for i in range(L)]))
+    return torch.stack(out).to(A.dtype)
+
+
+@pytest.mark.parametrize("ex_id, fn, says", [
+    ("7.3b", conv_toeplitz, "grows like L^2"),
+    ("7.3b", conv_loop, "loops over time steps"),
+    ("7.3b", _no_fft_loop, "never calls torch.fft"),
+    ("7.3b", conv_fft_then_conv1d, "conv1d"),
+    ("7.4", s4d_dense, "dense N x N"),
+], ids=lambda x: x.__name__ if callable(x) else slug(x))
+def test_how_checks_reject_right_values_computed_the_wrong_way(ex_id, fn, says):
+    with pytest.raises(AssertionError, match="how check") as failure:
+        grade(ex_id, fn, quiet=True, **CPU)
+    assert "passes every case" in str(failure.value) and says in str(failure.value)
+
+
+def test_calling_the_oracle_is_rejected():
+    from course_utils.refs import discretize_zoh
+
+    with pytest.raises(AssertionError, match="scipy.signal"):
+        grade("7.1a", lambda A, B, dt: discretize_zoh(A, B, dt), quiet=True, **CPU)
+
+
+# ------------------------------------------------------------------------------------------ the references
+
+
+@pytest.mark.parametrize("N", [1, 2, 5, 64])
+def test_legs_closed_form_is_the_s4_construction(N):
+    A, B = ssm.legs_closed_form(N)
+    A_s4, B_s4 = hippo_s4_construction(N, torch.float64)
+    assert torch.allclose(A, A_s4, rtol=1e-12, atol=1e-12) and torch.allclose(B, B_s4, rtol=1e-15, atol=0)
+
+
+def test_kernel_reference_is_the_recurrence_impulse_response():
+    """K_l is the output at step l of the recurrence driven by a unit impulse at step 0 (D = 0)."""
+    gen = torch.Generator().manual_seed(3)
+    Ab, Bb, C = ssm.ssm64(gen, 6, 40, H=2)
+    u = torch.zeros(1, 40, 2, dtype=torch.float64)
+    u[0, 0] = 1.0
+    y = ssm.recurrence64(u, Ab, Bb, C, torch.zeros(2))
+    assert torch.allclose(y[0].T, ssm.kernel64(Ab, Bb, C, 40), atol=1e-12)
+
+
+def test_s4d_reference_is_the_diagonal_closed_form():
+    case = EXERCISES["7.4"].cases(torch.device("cpu"), [torch.float32])[0]
+    inputs = {n: (v.double() if isinstance(v, torch.Tensor) else v)
+              for n, v in ssm._s4d_inputs(case, torch.device("cpu")).items()}
+    ref = ssm._s4d_reference(inputs, case)
+    A, B, C, dt, L = (inputs[n] for n in ("A", "B", "C", "dt", "L"))
+    dA = dt[:, None] * A
+    closed = torch.einsum("hn,hnl->hl", C * torch.expm1(dA) / A * B, (dA[..., None] * torch.arange(L)).exp())
+    assert torch.allclose(ref, closed, rtol=1e-9, atol=1e-12)
+
+
+def test_conv_cases_have_a_kernel_alive_at_its_far_end():
+    """A circular convolution only shows if K_(L-1) is not negligible: the inputs' slowest mode lasts ~L steps."""
+    for case in EXERCISES["7.3b"].cases(torch.device("cpu"), [torch.float32]):
+        K = ssm._conv_inputs(case, torch.device("cpu"))["K"]
+        if case["L"] >= 16:
+            assert K[:, -case["L"] // 4:].abs().max() > 1e-2 * K.abs().max(), case.label()
