@@ -866,13 +866,15 @@ def benchmark(
         args, kwargs = sets[j]
         fn(*args, **kwargs)
 
-    first_call_s = _time_first_call(lambda: eager(0), clock)
-    call = eager
-    if cuda_graph:
-        graphs = _capture_graphs(fn, sets, dev, name)
-        call = lambda j: graphs[j].replay()  # noqa: E731
-    calls, warm_s, times = _time_runs(call, len(sets), clock, warmup_ms=warmup_ms, rep_ms=rep_ms,
-                                      min_reps=min_reps, max_reps=max_reps)
+    # events record on the current device's stream: make it the inputs' device
+    with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+        first_call_s = _time_first_call(lambda: eager(0), clock)
+        call = eager
+        if cuda_graph:
+            graphs = _capture_graphs(fn, sets, dev, name)
+            call = lambda j: graphs[j].replay()  # noqa: E731
+        calls, warm_s, times = _time_runs(call, len(sets), clock, warmup_ms=warmup_ms, rep_ms=rep_ms,
+                                          min_reps=min_reps, max_reps=max_reps)
     return Measurement(name=name, times_ms=tuple(times), first_call_s=first_call_s, warmup_calls=calls,
                        warmup_s=warm_s, input_sets=len(sets), input_set_bytes=set_bytes, l2_bytes=l2,
                        bytes=bytes, flops=flops, dtype=_dtype_name(dtype), cuda_graph=cuda_graph, device=str(dev))

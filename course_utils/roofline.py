@@ -186,25 +186,32 @@ def measure_copy_bandwidth(device: torch.device | str | None = None, *, nbytes: 
 @contextlib.contextmanager
 def fp32_matmul_precision(mode: str) -> Iterator[None]:
     """float32 matmuls in `mode` ("ieee": true float32, TF32 off; "tf32": TF32 tensor cores) inside the block;
-    the previous setting is restored after. torch >= 2.9: `torch.backends.cuda.matmul.fp32_precision`; older:
-    `allow_tf32`."""
+    the previous setting is restored after, also on an error.
+
+    torch >= 2.9 keeps two switches, the legacy `torch.backends.cuda.matmul.allow_tf32` and the new
+    `fp32_precision`, and raises when code reads the legacy one after the new one was set to disagree with it.
+    So: the legacy switch (which sets both) while it is readable, the new one when the process already uses it.
+    """
     if mode not in ("ieee", "tf32"):
         raise ValueError(f"fp32_matmul_precision: mode must be 'ieee' or 'tf32'; got {mode!r}.")
     matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):
+    try:
+        legacy = matmul.allow_tf32
+    except RuntimeError:  # the new API set TF32 on its own: keep to it
+        legacy = None
+    if legacy is not None or not hasattr(matmul, "fp32_precision"):
+        matmul.allow_tf32 = mode == "tf32"
+        try:
+            yield
+        finally:
+            matmul.allow_tf32 = legacy
+    else:
         before = matmul.fp32_precision
         matmul.fp32_precision = mode
         try:
             yield
         finally:
             matmul.fp32_precision = before
-    else:
-        before = matmul.allow_tf32
-        matmul.allow_tf32 = mode == "tf32"
-        try:
-            yield
-        finally:
-            matmul.allow_tf32 = before
 
 
 def _check_matmul_dtype(key: str, dev: torch.device) -> None:

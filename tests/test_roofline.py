@@ -63,20 +63,34 @@ def test_ceilings_str_names_every_roof():
     assert "4,000 GB/s" in s and "float32 50.0 TFLOP/s (ridge 12 FLOP/B)" in s and "bfloat16 800.0" in s
 
 
-def test_fp32_matmul_precision_restores_the_setting():
+def test_fp32_matmul_precision_sets_both_switches_and_restores_them():
     matmul = torch.backends.cuda.matmul
-    attr = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
-    before = getattr(matmul, attr)
+    new_api = hasattr(matmul, "fp32_precision")
+    before = matmul.allow_tf32
     with roofline.fp32_matmul_precision("tf32"):
-        assert getattr(matmul, attr) in ("tf32", True)
+        assert matmul.allow_tf32 is True and (not new_api or matmul.fp32_precision == "tf32")
     with pytest.raises(RuntimeError, match="boom"):
         with roofline.fp32_matmul_precision("ieee"):
-            assert getattr(matmul, attr) in ("ieee", False)
+            assert matmul.allow_tf32 is False and (not new_api or matmul.fp32_precision == "ieee")
             raise RuntimeError("boom")
-    assert getattr(matmul, attr) == before
+    assert matmul.allow_tf32 == before
     with pytest.raises(ValueError, match="ieee"):
         with roofline.fp32_matmul_precision("highest"):
             pass
+
+
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9: one switch")
+def test_fp32_matmul_precision_keeps_to_the_new_api_when_the_process_uses_it():
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    try:
+        matmul.fp32_precision = "tf32"  # the legacy switch now disagrees and cannot be read
+        with roofline.fp32_matmul_precision("ieee"):
+            assert matmul.fp32_precision == "ieee" and matmul.allow_tf32 is False  # consistent inside
+        assert matmul.fp32_precision == "tf32"
+    finally:
+        matmul.fp32_precision = before
+    assert matmul.allow_tf32 in (True, False)  # readable again
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
@@ -122,3 +136,15 @@ def test_cuda_ceilings_are_plausible():
     half = "bfloat16" if "bfloat16" in c.tflops else "float16"
     assert c.tflops[half] > 2 * c.tflops["float32"]  # tensor cores
     assert roofline.measure_ceilings() == c  # cached: the same figures, not a second measurement
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_bench_ceilings_script_refuses_on_a_cpu(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "scripts/bench_ceilings.py", "--out", str(tmp_path / "r.png")], cwd=root,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "timing needs a GPU" in r.stderr and not (tmp_path / "r.png").exists()
