@@ -15,6 +15,9 @@
 | kernels           | Triton kernels: grids and masks, tl.dot, tl.cumsum, the fused      | 6.1-6.5          |
 |                   | recurrent and the chunked (two kernels) linear-attention forward;  |                  |
 |                   | on a CPU in Triton's interpreter                                   |                  |
+| ssm               | state-space models (S4): continuous SSMs, discretisation (ZOH,     | 7.1a 7.1b 7.2    |
+|                   | bilinear), HiPPO-LegS, the convolution kernel and its FFT          | 7.3a 7.3b 7.4    |
+|                   | convolution, the diagonal (S4D) kernel as a Vandermonde product    |                  |
 | cases             | seeded inputs and case lists shared by the families                | —                |
 
 A family owns its inputs, its reference (through course_utils.refs), its output structure and its
@@ -35,6 +38,7 @@ from course_utils.exercises import (  # noqa: F401  (importing a family register
     kernels,
     linear_attention,
     retention,
+    ssm,
 )
 from course_utils.grading import REGISTRY, Exercise, Result
 from course_utils.grading import engine as _engine
