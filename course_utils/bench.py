@@ -747,6 +747,12 @@ class Measurement:
             out["pct_roofline"] = self.tflops / min(peak, self.intensity * ceilings.bandwidth_gbs / 1e3)
         return out
 
+    def stats(self) -> dict[str, Any]:
+        """The runs in `time_stats`'s form, for plots.plot_timings_spread: {"median", "min", "q1", "q3", "max",
+        "p10", "p90": ms, "reps": n, "times": [ms per run]}."""
+        return {"median": self.median_ms, "min": self.min_ms, "q1": self.q1_ms, "q3": self.q3_ms, "max": self.max_ms,
+                "p10": self.p10_ms, "p90": self.p90_ms, "reps": self.n, "times": list(self.times_ms)}
+
     def row(self, ceilings: Any = None) -> dict[str, Any]:
         """A flat dict for tables and plots: "name", "ms" (median), "ms_min", "ms_p10", "ms_q1", "ms_q3",
         "ms_p90", "ms_max", "n", "first_call_s", "bytes", "flops", "gbs", "tflops", "intensity", "dtype",
@@ -902,7 +908,10 @@ def compare(
     """`benchmark` every function at every size, under torch.no_grad(), with a tqdm progress bar over sizes.
 
     fns: {name: fn}, each called as fn(*make_inputs(size)).  make_inputs(size): one NEW input set (a tuple);
-        called once per rotated set.  x: the swept variable's name, the rows' key for the size.
+        called once per rotated set.  x: the swept variable's name, the rows' key for the size. To sweep a
+        kernel's parameter instead (time against block size), put it in the set: make_inputs = lambda BT:
+        (*make(T), BT) with fns = {"mine": lambda q, k, v, BT: kernel(q, k, v, BT)} and x="BT" (non-tensors
+        in a set are passed through, not rotated or counted).
     bytes, flops: size -> one call's bytes / FLOPs (the same model for every function), or {name: size -> ...}
         per function; they give the rows' "gbs", "tflops", "intensity".  ceilings: a `roofline.Ceilings`: adds
         "pct_bandwidth", "pct_compute", "pct_roofline" (fractions, 0..1).  memory: also the peak memory

@@ -390,6 +390,8 @@ def test_measurement_statistics_and_rates():
     assert m.q1_ms == pytest.approx(3.25) and m.q3_ms == pytest.approx(7.75)
     assert m.gbs == pytest.approx(4e9 / 5.5e-3 / 1e9) and m.tflops == pytest.approx(2e12 / 5.5e-3 / 1e12)
     assert m.intensity == pytest.approx(500.0)
+    st = m.stats()
+    assert (st["median"], st["min"], st["max"], st["reps"]) == (5.5, 1.0, 10.0, 10) and st["q1"] == m.q1_ms
     bare = _measurement([2.0])
     assert math.isnan(bare.gbs) and math.isnan(bare.tflops) and math.isnan(bare.intensity)
     assert bare.p10_ms == bare.median_ms == bare.p90_ms == 2.0
@@ -496,3 +498,17 @@ def test_cuda_benchmark_of_an_add(graph):
     rows = bench.compare({"add": torch.add}, [1 << 20], lambda n: (torch.ones(n, device="cuda"),) * 2,
                          progress=False, rep_ms=20)
     assert rows[0]["device"] == "cuda" and rows[0]["ms"] > 0 and rows[0]["peak_bytes"] >= 0
+
+
+def test_compare_sweeps_a_kernel_parameter_passed_in_the_set(fake_gpu):
+    seen = []
+
+    def kernel(x, block):
+        seen.append(block)
+        fake_gpu.t += 1e-3 * (1 + abs(block - 32) / 16)  # fastest at block 32
+
+    rows = bench.compare({"mine": kernel}, [16, 32, 64], lambda BT: (torch.ones(256), BT), x="BT", memory=False,
+                         progress=False, warmup_ms=1, rep_ms=1)
+    assert [r["BT"] for r in rows] == [16, 32, 64] and set(seen) == {16, 32, 64}
+    assert [r["ms"] for r in rows] == pytest.approx([2.0, 1.0, 3.0])
+    assert all(r["input_sets"] == 128 and not r["cold_l2"] for r in rows)  # 1 KiB sets: 128 of them < 1 MiB L2
