@@ -252,3 +252,57 @@ def ssd(
     note = f"L padded to a multiple of {chunk_size}" if L % chunk_size else ""
     record("mamba_ssm.modules.ssd_minimal_discrete", x.device, note)
     return y.to(x.dtype), final.float()
+
+
+# ---------------------------------------------------------------------------------------------- the Mamba block
+# Added for Lab 08 (Exercise 8.5): the whole block, as mamba-ssm's own module computes it.
+
+
+def mamba_block(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The forward of a `mamba_ssm.Mamba` layer (Gu & Dao 2023, §3.4, Figure 3) on x, also without mamba-ssm's
+    CUDA extension; returns y [B, L, d_model] in x's dtype (the layer computes in its parameters' dtype).
+
+    x: [B, L, d_model] on the layer's device.
+    What runs:
+    - CUDA tensors and the extension built (`make gpu-setup`): the layer as it is — its fused fast path when
+      causal-conv1d is installed, else its reference path with the CUDA `selective_scan_fn`.
+    - otherwise (a CPU, or a GPU without the extension): the layer's reference path — without the
+      causal-conv1d package, `Mamba.forward` convolves with its own `nn.Conv1d` (padding d_conv - 1 on both
+      sides, the output cut to the first L steps: causal) and calls `selective_scan_fn`, which needs the
+      extension. For the duration of the call `mamba_ssm.modules.mamba_simple.selective_scan_fn` is swapped
+      for mamba-ssm's `selective_scan_ref` (same arguments, same results, pure PyTorch); the fast path is
+      switched off for the call too, as it needs CUDA kernels.
+    """
+    fn = "mamba_block"
+    check_tensor(fn, "x", x, "[B, L, d_model]")
+    if not isinstance(layer, torch.nn.Module) or not hasattr(layer, "in_proj") or not hasattr(layer, "A_log"):
+        raise TypeError(f"{fn}: layer must be a mamba_ssm.Mamba module; got {type(layer).__name__}.")
+    d_model = int(layer.in_proj.weight.shape[1])
+    if x.shape[-1] != d_model:
+        raise ValueError(f"{fn}: x is [B, L, d_model] with d_model = {d_model} (the layer's in_proj); got "
+                         f"x of shape {tuple(x.shape)}. A [B, d_model, L] tensor needs x.transpose(1, 2).")
+    param = layer.in_proj.weight
+    if x.device != param.device:
+        raise ValueError(f"{fn}: x is on {x.device} but the layer is on {param.device}: move one of them.")
+
+    has_cuda_ext = _mamba()
+    from mamba_ssm.modules import mamba_simple
+
+    xin = x.to(param.dtype)
+    if on_cuda(x) and has_cuda_ext:
+        y = layer(xin)
+        fast = layer.use_fast_path and mamba_simple.causal_conv1d_fn is not None
+        record("mamba_ssm.Mamba (" + ("fused fast path" if fast else "selective_scan_fn") + ")", x.device)
+        return y.to(x.dtype)
+
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
+
+    saved_scan, saved_fast = mamba_simple.selective_scan_fn, layer.use_fast_path
+    mamba_simple.selective_scan_fn, layer.use_fast_path = selective_scan_ref, False
+    try:
+        y = layer(xin)
+    finally:
+        mamba_simple.selective_scan_fn, layer.use_fast_path = saved_scan, saved_fast
+    note = "mamba-ssm CUDA extension not built" if on_cuda(x) else ""
+    record("mamba_ssm.Mamba (reference path, selective_scan_ref)", x.device, note)
+    return y.to(x.dtype)
