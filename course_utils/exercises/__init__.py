@@ -18,6 +18,9 @@
 | ssm               | state-space models (S4): continuous SSMs, discretisation (ZOH,     | 7.1a 7.1b 7.2    |
 |                   | bilinear), HiPPO-LegS, the convolution kernel and its FFT          | 7.3a 7.3b 7.4    |
 |                   | convolution, the diagonal (S4D) kernel as a Vandermonde product    |                  |
+| selective_scan    | Mamba's selective scan: selection and discretisation, the          | 8.1a 8.1b 8.2    |
+|                   | sequential scan, the scan operator and a log-depth scan, a Triton  | 8.3a-8.3c 8.4    |
+|                   | kernel, the Mamba block and one decoding step (vs mamba-ssm)       | 8.5a 8.5b        |
 | cases             | seeded inputs and case lists shared by the families                | —                |
 
 A family owns its inputs, its reference (through course_utils.refs), its output structure and its
