@@ -41,6 +41,7 @@ from course_utils.exercises import (  # noqa: F401  (importing a family register
     kernels,
     linear_attention,
     retention,
+    selective_scan,
     ssm,
 )
 from course_utils.grading import REGISTRY, Exercise, Result
