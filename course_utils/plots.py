@@ -1098,12 +1098,14 @@ def plot_roofline(
 
     x: arithmetic intensity (FLOP per byte), y: TFLOP/s. The memory slope (copy bandwidth × intensity) rises to
     each compute roof (one per dtype in `dtypes`, default every measured one), whose ridge point is marked and
-    labelled with its intensity. points: roofline.RooflinePoint or bench.Measurement (with bytes and flops).
+    labelled with its intensity. points: roofline.RooflinePoint, bench.Measurement (with bytes and flops) or
+    rows of bench.compare (labelled by their "label" key if they have one, else "name"; rows without bytes,
+    flops or time are skipped).
     Each point's label gives its name and its fraction of the attainable rate under `roof`'s roof (default: a
     Measurement's own dtype; none for a bare RooflinePoint). Kernels without FLOPs (a copy) cannot sit on the
     log axis: a note below the plot lists them with their GB/s and fraction of the copy bandwidth.
     """
-    from course_utils.roofline import dtype_key
+    from course_utils.roofline import dtype_key, roofline_point
 
     keys = [dtype_key(d) for d in (dtypes if dtypes is not None else list(ceilings.tflops))]
     if not keys:
@@ -1111,8 +1113,14 @@ def plot_roofline(
     bw = ceilings.bandwidth_gbs
     placed, off_axis = [], []
     for p in points:
-        own = getattr(p, "dtype", None)
-        pt = p.point() if hasattr(p, "point") else p
+        if isinstance(p, Mapping):  # a row of bench.compare: its median, bytes and flops
+            if any(_isnan(p.get(k)) for k in ("ms", "bytes", "flops")):
+                continue
+            own = p.get("dtype")
+            pt = roofline_point(p["bytes"], p["flops"], p["ms"] / 1e3, name=p.get("label", p["name"]))
+        else:
+            own = getattr(p, "dtype", None)
+            pt = p.point() if hasattr(p, "point") else p
         which = dtype_key(roof) if roof is not None else (dtype_key(own) if own else None)
         (placed if pt.flops > 0 and pt.bytes > 0 else off_axis).append((pt, which))
     ridges = {k: ceilings.ridge(k) for k in keys}
@@ -1157,7 +1165,54 @@ def plot_roofline(
     return _finish(fig, title or f"roofline of {device} (measured ceilings)")
 
 
-__all__ += ["plot_roofline"]
+def plot_benchmark(rows: list[dict[str, Any]], *, x: str = "T", ceilings: Any = None,
+                   title: str | None = None) -> Figure:
+    """Rows of `bench.compare` against `x` (log-log), one line per function, in up to four panels: time
+    (median, the p10–p90 band shaded), GB/s, TFLOP/s and % of the roofline (each left out where no row has a
+    value: GB/s needs a bytes model, TFLOP/s a FLOP model, % of the roofline both and `ceilings`).
+    ceilings (a roofline.Ceilings): the copy bandwidth is drawn on the GB/s panel and the matmul roof of
+    every dtype in the rows on the TFLOP/s panel, dashed. One legend sits below the panels.
+    """
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    if not names:
+        raise ValueError("plot_benchmark: no rows to plot.")
+    if ceilings is not None:
+        rows = [{**r, "pct": 100 * r["pct_roofline"]} if "pct_roofline" in r else r for r in rows]
+    panels = [(m, label) for m, label in (("ms", "time per call (ms): median, p10–p90 shaded"), ("gbs", "GB/s"),
+                                          ("tflops", "TFLOP/s"), ("pct", "% of the roofline"))
+              if any(not _isnan(r.get(m)) for r in rows)]
+    colors = _colors(names)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), squeeze=False)
+    for ax, (metric, label) in zip(axes[0], panels):
+        for name in names:
+            pts = sorted((r[x], r[metric], r.get("ms_p10"), r.get("ms_p90")) for r in rows
+                         if r["name"] == name and not _isnan(r.get(metric)))
+            if not pts:
+                continue
+            xs, ys, lo, hi = zip(*pts)
+            ax.plot(xs, ys, "o-", ms=4, color=colors[name], label=name)
+            if metric == "ms" and not any(_isnan(v) for v in lo + hi):
+                ax.fill_between(xs, lo, hi, color=colors[name], alpha=0.25, lw=0)
+        if ceilings is not None and metric == "gbs":
+            ax.axhline(ceilings.bandwidth_gbs, color="k", ls="--", lw=1.1,
+                       label=f"copy bandwidth {ceilings.bandwidth_gbs:,.0f} GB/s")
+        if ceilings is not None and metric == "tflops":
+            for key in dict.fromkeys(r.get("dtype") for r in rows):
+                if key in ceilings.tflops:
+                    ax.axhline(ceilings.tflops[key], color="0.4", ls="--", lw=1.1,
+                               label=f"{key} matmul {ceilings.tflops[key]:,.1f} TFLOP/s")
+        if metric == "pct":
+            ax.axhline(100, color="k", ls="--", lw=1.1, label="the roofline (100%)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel(label)
+        ax.grid(True, which="major", alpha=0.3)
+    _one_legend_below(fig, list(axes[0]))
+    return _finish(fig, title)
+
+
+__all__ += ["plot_benchmark", "plot_roofline"]
 
 
 # ------------------------------------------------------------------------------- state-space models (Lab 07)

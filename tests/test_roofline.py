@@ -148,3 +148,35 @@ def test_bench_ceilings_script_refuses_on_a_cpu(tmp_path):
     r = subprocess.run([sys.executable, "scripts/bench_ceilings.py", "--out", str(tmp_path / "r.png")], cwd=root,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "timing needs a GPU" in r.stderr and not (tmp_path / "r.png").exists()
+
+
+def test_plot_roofline_takes_compare_rows_and_skips_unmeasured_ones():
+    rows = [{"name": "k", "label": "k T=1,024", "ms": 1.0, "bytes": 1e9, "flops": 1e10, "dtype": "float32"},
+            {"name": "k", "ms": float("nan"), "bytes": 1e9, "flops": 1e10, "dtype": "float32"}]  # out of memory
+    fig = plots.plot_roofline(rows, H200_LIKE)
+    assert [t.get_text() for t in fig.axes[0].texts if t.get_text().startswith("k")] == [
+        "k T=1,024 (25% of float32 roofline)"]
+    matplotlib.pyplot.close(fig)
+
+
+def test_plot_benchmark_panels_and_ceiling_lines():
+    rows = []
+    for T in (1024, 2048, 4096):
+        for name, ms in (("fast", T / 1024), ("slow", T / 256)):
+            m = bench.Measurement(name=name, times_ms=(0.9 * ms, ms, 1.2 * ms), first_call_s=1.0, bytes=1e6 * T,
+                                  flops=1e8 * T, dtype="bfloat16")
+            rows.append({**m.row(H200_LIKE), "T": T})
+    fig = plots.plot_benchmark(rows, x="T", ceilings=H200_LIKE, title="t")
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert labels == ["time per call (ms): median, p10–p90 shaded", "GB/s", "TFLOP/s", "% of the roofline"]
+    ms_ax, gbs_ax, tf_ax, pct_ax = fig.axes
+    fast = next(line for line in ms_ax.get_lines() if line.get_label() == "fast")
+    assert list(fast.get_ydata()) == pytest.approx([1.0, 2.0, 4.0])
+    assert [line.get_ydata()[0] for line in gbs_ax.get_lines() if "copy" in line.get_label()] == [4000.0]
+    assert [line.get_ydata()[0] for line in tf_ax.get_lines() if "matmul" in line.get_label()] == [800.0]
+    # fast: 1e8 T FLOPs in T/1024 ms = 102.4 TFLOP/s at intensity 100 FLOP/B: attainable 400 -> 25.6%
+    pct = next(line for line in pct_ax.get_lines() if line.get_label() == "fast")
+    assert list(pct.get_ydata()) == pytest.approx([25.6] * 3)
+    bare = plots.plot_benchmark([{k: v for k, v in r.items() if k not in ("gbs", "tflops")} for r in rows[:2]])
+    assert [ax.get_ylabel() for ax in bare.axes] == ["time per call (ms): median, p10–p90 shaded"]
+    matplotlib.pyplot.close("all")
