@@ -86,10 +86,6 @@ def test_a_nan_in_a_matrix_output_is_caught(ex_id):
         first.view(-1)[1] = float("nan")
         return (first,) + tuple(out[1:]) if isinstance(out, tuple) else first
 
-    if ex_id == "7.2":
-        with pytest.raises(AssertionError, match="NaN at"):
-            grade(ex_id, nan_inside, quiet=True, device="cpu", dtypes=[torch.float32])
-        return
     with pytest.raises(AssertionError, match="NaN at"):
         grade(ex_id, nan_inside, quiet=True, **CPU)
 
@@ -216,14 +212,14 @@ def s4d_dense(A, B, C, dt, L):
 
 
 @pytest.mark.parametrize("ex_id, fn, says", [
-    ("7.3b", conv_toeplitz, "grows like L^2"),
+    ("7.3b", conv_toeplitz, "builds an L×L (Toeplitz) matrix"),
     ("7.3b", conv_loop, "loops over time steps"),
     ("7.3b", _no_fft_loop, "never calls torch.fft"),
     ("7.3b", conv_fft_then_conv1d, "conv1d"),
     ("7.4", s4d_dense, "dense N x N"),
 ], ids=lambda x: x.__name__ if callable(x) else slug(x))
 def test_how_checks_reject_right_values_computed_the_wrong_way(ex_id, fn, says):
-    with pytest.raises(AssertionError, match="how check") as failure:
+    with pytest.raises(AssertionError, match=r"(how|memory) check") as failure:
         grade(ex_id, fn, quiet=True, **CPU)
     assert "passes every case" in str(failure.value) and says in str(failure.value)
 
