@@ -17,11 +17,12 @@ Three measurements, each honest about what it is:
 functions over growing sizes, with a progress bar, into rows for `course_utils.plots`, and `save_report`
 keeps a benchmark's figure and rows under reports/.
 
-GPU kernels get their own harness, `benchmark` (one function, one problem) and `compare` (several functions over
-sizes), which returns a `Measurement`: the first call's time on its own (compilation, autotuning), then the
-median and spread of many runs timed with CUDA events after a warm-up by time, with the inputs rotated so that
-the L2 cache does not hold them, and GB/s, TFLOP/s and the fraction of the measured ceilings
-(`course_utils.roofline`) when the bytes and FLOPs are given. On a CPU it refuses: "timing needs a GPU".
+GPU kernels get their own harness. `benchmark` (one function, one problem) returns a `Measurement`: the first
+call's time on its own (compilation, autotuning), then the median and spread of many runs timed with CUDA events
+after a warm-up by time, with the inputs rotated so that the L2 cache does not hold them, and GB/s, TFLOP/s and
+the fractions of the measured ceilings (`course_utils.roofline`) when the bytes and FLOPs are given. `compare`
+runs several functions over sizes into rows, `format_table` prints them, `plots.plot_benchmark` and
+`plots.plot_roofline` draw them. On a CPU they refuse: "timing needs a GPU".
 """
 
 from __future__ import annotations
@@ -495,7 +496,7 @@ __all__ += ["BENCH_THREADS", "fixed_threads", "sweep_stats", "time_stats"]
 # The loop below is ~30 lines, takes its clock as an argument, and is tested on a CPU with a fake one.
 
 DEFAULT_L2_BYTES = 128 * 2**20
-"""L2 size assumed when torch does not report it (larger than any current GPU's: rotation errs on the safe side)."""
+"""L2 size assumed when torch does not report it (more than an H200's 50 MB: rotation errs on the safe side)."""
 
 
 def require_gpu(what: str, device: torch.device | str | None = None) -> torch.device:
@@ -848,6 +849,17 @@ def benchmark(
     events. The median of the per-run times is the figure (robust to the odd slow run); p10–p90 its spread.
     Not under torch.no_grad(): wrap `fn` if its inputs require grad and you time the forward pass only.
     Raises RuntimeError("timing needs a GPU: ...") without a CUDA device or with inputs on the CPU.
+
+    Which figure to quote: the median. For a launch-bound call (GPU work much shorter than the ~10 µs per
+    kernel launch plus Python), the eager median is the CPU's time to issue the call, and it moves with the
+    machine; quote it beside the cuda_graph=True median, the GPU's own time, and say which is which.
+
+    Example:
+        make = lambda: make_inputs(4, 4096, 8, 64, 64, dtype=torch.bfloat16)  # q, k, v [B, T, H, 64], new each call
+        m = bench.benchmark(lambda q, k, v: kernel(q, k, v), make, name="mine",
+                            bytes=4 * 4096 * 8 * 4 * 64 * 2, flops=4 * 8 * 4 * 4096 * 64 * 64)
+        print(m)  # mine: 0.21 ms [p10–p90 ...], n=..., first call ... s, ... GB/s, ... TFLOP/s
+        m.fractions(roofline.measure_ceilings())  # {"pct_bandwidth": ..., "pct_compute": ..., "pct_roofline": ...}
     """
     name = name or getattr(fn, "__name__", "fn")
     dev = require_gpu("bench.benchmark", device)
