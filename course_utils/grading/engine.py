@@ -86,6 +86,13 @@ def _detach(x: Any) -> Any:
     return x
 
 
+def compile_notice(dtype: torch.dtype) -> str:
+    """The line printed before a reference's first call on a GPU in `dtype` (removed by tests/nbval_sanitize.cfg,
+    one or several in a row: the CPU outputs stored in the solutions have none)."""
+    return (f"compiling: the first {dtype_name(dtype)} call of this reference on the GPU compiles its Triton kernels "
+            "(seconds; tuned kernels can take a minute); later calls take milliseconds")
+
+
 def reference(ex: Exercise, case: Case, device: torch.device, inputs: dict[str, Any]) -> Reference:
     """The expected result of a case (deterministic given the seed, so cached)."""
     from course_utils.refs import backends_used
@@ -98,8 +105,7 @@ def reference(ex: Exercise, case: Case, device: torch.device, inputs: dict[str, 
     kernel = ex.reference_name is None  # a course_utils.refs call: fla / mamba-ssm kernels on a GPU
     if kernel and device.type == "cuda" and (ex.expected, case.dtype, bool(grad_names)) not in _COMPILED:
         _COMPILED.add((ex.expected, case.dtype, bool(grad_names)))
-        print(f"compiling: the first {dtype_name(case.dtype)} call of this reference on the GPU compiles its "
-              "Triton kernels (seconds; tuned kernels can take a minute); later calls take milliseconds", flush=True)
+        print(compile_notice(case.dtype), flush=True)
     with torch.set_grad_enabled(bool(grad_names)), backends_used() as used:
         out = ex.expected(ref_in, case)
     backend = ex.reference_name or "; ".join(used) or "course_utils.refs"
