@@ -932,6 +932,11 @@ def compare(
     "device". A CUDA out-of-memory error gives NaN for that size and every larger one of that function; any other
     error propagates (on a CPU: "timing needs a GPU").
     """
+    taken = {"name", "n", "bytes", "flops", "dtype", "device", "peak_bytes", "input_sets", "cold_l2", "cuda_graph",
+             *_COMPARE_KEYS}
+    if x in taken:
+        raise ValueError(f"compare: x={x!r} is a key the rows already use for something else; name the swept "
+                         "variable differently (e.g. x='T', 'N', 'BT').")
     require_gpu("bench.compare", device)
 
     def model(spec: Any, name: str, size: int) -> float | None:

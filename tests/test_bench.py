@@ -473,6 +473,9 @@ def test_compare_rows_models_and_out_of_memory(fake_gpu):
     assert "4.096 [4.096–4.096]" in lines[2] and "65,536" in lines[5] and "– [–]" not in table
     assert lines[5].split()[0] == "greedy" and "–" in lines[5]
 
+    with pytest.raises(ValueError, match="x='n' is a key the rows already use"):
+        bench.compare({"fast": fast}, [4], lambda n: (torch.ones(n),), x="n", progress=False)
+
     def stub(x):
         raise NotImplementedError("Exercise 6.1: write your code here")
 
