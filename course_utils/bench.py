@@ -862,6 +862,12 @@ def benchmark(
         m.fractions(roofline.measure_ceilings())  # {"pct_bandwidth": ..., "pct_compute": ..., "pct_roofline": ...}
     """
     name = name or getattr(fn, "__name__", "fn")
+    if not callable(fn):
+        raise TypeError(f"benchmark: fn must be a function; got {type(fn).__name__}.")
+    if not callable(inputs):
+        raise TypeError(
+            f"benchmark: inputs must be a function that makes ONE new input set (e.g. lambda: make_inputs(...)); "
+            f"got {type(inputs).__name__}. It is called once per rotated set, so that the sets are distinct tensors.")
     dev = require_gpu("bench.benchmark", device)
     first = inputs()
     tensors = list(_tensors(first))

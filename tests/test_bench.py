@@ -442,6 +442,8 @@ def test_benchmark_times_first_call_apart_rotates_and_reports(fake_gpu):
     assert warm.input_sets == 1 and not warm.cold_l2 and warm.n == 4
     with pytest.raises(ValueError, match="rotate"):
         bench.benchmark(kernel, inputs, rotate=0)
+    with pytest.raises(TypeError, match="inputs must be a function that makes ONE new input set.*got tuple"):
+        bench.benchmark(kernel, inputs())
 
 
 def test_compare_rows_models_and_out_of_memory(fake_gpu):
