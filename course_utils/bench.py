@@ -491,9 +491,10 @@ __all__ += ["BENCH_THREADS", "fixed_threads", "sweep_stats", "time_stats"]
 #   which takes the CPU out, and the two figures together say how much of the eager time is launch overhead.
 #
 # Why not `triton.testing.do_bench`: its method is the same (events per run, warm-up and repetitions by time),
-# but it discards the first call's time, flushes L2 with a 256 MB memset before every run instead of rotating
-# the caller's inputs, returns no count of runs, and runs only with a GPU, so none of it can be tested here.
-# The loop below is ~30 lines, takes its clock as an argument, and is tested on a CPU with a fake one.
+# but it discards the first call's time, flushes L2 with a 256 MB memset (a kernel of its own) before every run
+# instead of rotating the caller's inputs, and needs a GPU driver, so none of it can be tested here; its graph
+# variant, do_bench_cudagraph, times a graph of many calls on one input (kept in L2) and returns averages, not
+# single runs. The loop below is ~30 lines, takes its clock as an argument, and is tested on a CPU with a fake one.
 
 DEFAULT_L2_BYTES = 128 * 2**20
 """L2 size assumed when torch does not report it (more than an H200's 50 MB: rotation errs on the safe side)."""
@@ -850,9 +851,10 @@ def benchmark(
     Not under torch.no_grad(): wrap `fn` if its inputs require grad and you time the forward pass only.
     Raises RuntimeError("timing needs a GPU: ...") without a CUDA device or with inputs on the CPU.
 
-    Which figure to quote: the median. For a launch-bound call (GPU work much shorter than the ~10 µs per
-    kernel launch plus Python), the eager median is the CPU's time to issue the call, and it moves with the
-    machine; quote it beside the cuda_graph=True median, the GPU's own time, and say which is which.
+    Which figure to quote: the median. For a launch-bound call (GPU work much shorter than the few µs per
+    kernel launch plus the Python around it), the eager median is the CPU's time to issue the call, and it
+    moves with the machine; quote it beside the cuda_graph=True median, the GPU's own time, and say which is
+    which.
 
     Example:
         make = lambda: make_inputs(4, 4096, 8, 64, 64, dtype=torch.bfloat16)  # q, k, v [B, T, H, 64], new each call
