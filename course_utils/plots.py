@@ -1249,4 +1249,34 @@ def plot_legs_reconstruction(signal: Any, reconstructions: Mapping[int, Any], *,
     return _finish(fig, title)
 
 
-__all__ += ["plot_legs_reconstruction"]
+def plot_timings_vs_length(Ls: Sequence[int], series: Mapping[str, Sequence[Mapping[str, float]]], *,
+                           slopes: bool = True, title: str | None = None) -> Figure:
+    """Measured times against the sequence length (log-log): per series the median of the runs, a bar over the
+    middle half of them (first to third quartile) and a thin one from the fastest to the slowest run.
+
+    series: {label: [bench.time_stats(...) dict per L]}. slopes: dashed guides ∝ L through each series' first point
+    (a straight line at that slope is linear growth).
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    x = _as_array(Ls)
+    for (label, stats), color, marker in zip(series.items(), _PALETTE[2:] + _PALETTE[:2], "osD^v"):
+        med = np.array([s["median"] for s in stats], dtype=float)
+        lo, hi = np.array([s["q1"] for s in stats]), np.array([s["q3"] for s in stats])
+        mn, mx = np.array([s["min"] for s in stats]), np.array([s["max"] for s in stats])
+        ax.errorbar(x, med, yerr=[med - mn, mx - med], fmt="none", ecolor=color, elinewidth=0.7, alpha=0.5)
+        ax.errorbar(x, med, yerr=[med - lo, hi - med], fmt=marker + "-", color=color, ms=4, lw=1.2, elinewidth=2.2,
+                    label=f"{label} (median; bars: middle half, min–max)")
+        if slopes:
+            ax.plot(x, med[0] * x / x[0], "--", color=color, lw=0.8, alpha=0.6)
+    if slopes:
+        ax.plot([], [], "--", color="0.4", lw=0.8, label="∝ L (dashed, through the first point)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length L")
+    ax.set_ylabel("time per call (ms)")
+    ax.grid(True, which="major", alpha=0.3)
+    _legend_below(ax)
+    return _finish(fig, title)
+
+
+__all__ += ["plot_legs_reconstruction", "plot_timings_vs_length"]

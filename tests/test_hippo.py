@@ -1,6 +1,6 @@
-"""course_utils.hippo (HiPPO-LegS as online function approximation, Lab 07) and the figure and explorer built on
-it: the Legendre basis is orthonormal, the recurrence tracks the direct projection, a polynomial is read back
-exactly, bad input gets a clear error."""
+"""course_utils.hippo (HiPPO-LegS as online function approximation, Lab 07), the figure and explorer built on it,
+and Lab 07's timing figure: the Legendre basis is orthonormal, the recurrence tracks the direct projection, a
+polynomial is read back exactly, bad input gets a clear error."""
 
 from __future__ import annotations
 
@@ -92,3 +92,13 @@ def test_legs_explorer_update_returns_what_it_drew():
     assert large["projection_gap"] < 0.05
     with pytest.raises(ValueError, match="t must be in"):
         widgets.legs_reconstruction_numbers(legs, 8, f, 1)
+
+
+def test_timings_vs_length_draws_each_series_with_its_spread():
+    stats = [{"median": m, "q1": 0.9 * m, "q3": 1.1 * m, "min": 0.8 * m, "max": 1.3 * m} for m in (1.0, 2.0, 4.1)]
+    fig = plots.plot_timings_vs_length([64, 128, 256], {"a": stats, "b": stats[::-1]}, title="t")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(label.split(" (")[0] for label in labels) == ["a", "b", "∝ L"]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    matplotlib.pyplot.close(fig)
