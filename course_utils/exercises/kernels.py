@@ -34,6 +34,7 @@ from course_utils.conventions import GATE_LAYOUT, QK_LAYOUT, STATE_LAYOUT, VO_LA
 from course_utils.exercises.cases import bthd, case_list, generator, randn
 from course_utils.grading import Case, Exercise, Mistake, TensorOut, TupleOut, register
 from course_utils.grading.how import forbid, launches_a_kernel
+from course_utils.grading.spec import Failure
 
 K_DIM, V_DIM = 16, 32  # powers of two (tl.arange), >= 16 (tl.dot); K != V so a transposed state shows
 BLOCK_61 = 128  # 6.1's block of elements: B*T*H*V is rarely a multiple of it (a ragged last block)
@@ -54,9 +55,12 @@ def _inputs(case: Case, device: torch.device) -> dict[str, Any]:
     inputs["g_scalar"] = (-torch.rand(B, T, H, generator=gen)).to(device, case.dtype)  # log gates in (-1, 0]
     inputs["g"] = (0.1 * randn(gen, B, T, H, K_DIM)).to(device, case.dtype)  # any signs: a cumsum has no rules
     inputs["S"] = (0.3 * randn(gen, B, H, K_DIM, V_DIM)).to(device, case.dtype)
+    # log gates < 0 for 6.3b's decays; drawn last, so the inputs of the other exercises stay as they were
+    inputs["g_log"] = torch.nn.functional.logsigmoid(randn(gen, B, T, H, K_DIM) + 1.0).to(device, case.dtype)
     if case.get("noncontiguous"):
         inputs["g_scalar"] = inputs["g_scalar"].transpose(1, 2).contiguous().transpose(1, 2)
         inputs["g"] = inputs["g"].transpose(1, 2).contiguous().transpose(1, 2)
+        inputs["g_log"] = inputs["g_log"].transpose(1, 2).contiguous().transpose(1, 2)
     return inputs
 
 
@@ -74,6 +78,43 @@ def _pick(*names: str, rename: dict[str, str] | None = None) -> Callable[[Case, 
         return out
 
     return make
+
+
+RACE_HINT = ("two programs store to the same output block, each with a partial result (a grid that splits the key "
+             "channels, or a value block without its program's offset): the last writer wins — here the "
+             "interpreter runs programs in order, on a GPU the answer changes from run to run. Give every output "
+             "block exactly one program (split V, not K: the read-out sums over K)")
+BF16_STATE_HINT = ("the state loses precision: it is accumulated in bfloat16. Keep S in float32 "
+                   "(tl.zeros(..., dtype=tl.float32)) across steps/chunks and cast only what you store")
+
+
+def block_beside_expected(failure: Failure, rows: int = 8, cols: int = 5) -> str | None:
+    """Triton-Puzzles style: the student's block beside the expected one, around the first wrong entry.
+
+    For a [B, T, H, D] output: the time steps t0..t0+rows-1 (t0 a little before the first wrong step) and the first
+    `cols` channels of the first wrong (b, h); a '!' follows every entry off by more than the tolerance."""
+    got, exp, first, wrong = failure.got, failure.expected, failure.info.get("first"), failure.info.get("wrong")
+    if not isinstance(got, torch.Tensor) or got.dim() != 4 or first is None or wrong is None or got.shape != exp.shape:
+        return None
+    b, t_first, h = first[0], first[1], first[2]
+    T, D = got.shape[1], got.shape[3]
+    t0 = max(0, min(t_first - 2, T - rows))
+    ts, ds = range(t0, min(T, t0 + rows)), range(min(D, cols))
+    g, e, w = got.detach().float().cpu(), exp.detach().float().cpu(), wrong.cpu()
+
+    def entry(x: torch.Tensor, t: int, d: int) -> str:
+        return f"{x[b, t, h, d].item():+8.4f}" + ("!" if w[b, t, h, d] else " ")
+
+    more = " …" if D > cols else ""
+    width = len(ds) * 10 + len(more)
+    lines = [f"your block beside the expected one (b={b}, h={h}, t={ts[0]}..{ts[-1]}, channels 0..{ds[-1]}; "
+             "! marks a wrong entry):",
+             f"   {'t':>4} | {'yours':<{width}} | expected"]
+    for t in ts:
+        yours = "".join(entry(g, t, d) + " " for d in ds).rstrip() + more
+        theirs = "".join(f"{e[b, t, h, d].item():+8.4f}  " for d in ds).rstrip() + more
+        lines.append(f"   {t:>4} | {yours:<{width}} | {theirs}")
+    return "\n".join(lines)
 
 
 def _grid_note(what: str) -> str:
@@ -144,6 +185,7 @@ DECAY = register(Exercise(
     reference_name="PyTorch: exp(g)[..., None] * v",
     output=TensorOut("o", VO_LAYOUT),
     positional=("v", "g"),
+    explain=block_beside_expected,
     input_layouts={"v": VO_LAYOUT, "g": GATE_LAYOUT},
     extra_checks=KERNEL_CHECKS,
     mistakes=(
@@ -224,6 +266,7 @@ READ_STATE = register(Exercise(
     reference_name="PyTorch: scale * einsum('bthk,bhkv->bthv', q, S)",
     output=TensorOut("o", VO_LAYOUT),
     positional=("q", "S"),
+    explain=block_beside_expected,
     input_layouts={"q": QK_LAYOUT, "S": STATE_LAYOUT},
     extra_checks=KERNEL_CHECKS,
     mistakes=(
@@ -314,6 +357,7 @@ CUMSUM = register(Exercise(
     reference_name="PyTorch: cumsum within each chunk of chunk_size steps",
     output=TensorOut("G", QK_LAYOUT),
     positional=("g",),
+    explain=block_beside_expected,
     input_layouts={"g": QK_LAYOUT},
     extra_checks=KERNEL_CHECKS,
     mistakes=(
@@ -334,23 +378,151 @@ CUMSUM = register(Exercise(
 ))
 
 
+# ================================================================================================ 6.3b
+
+
+@triton.jit
+def _first_order(a1, b1, a2, b2):
+    """(a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2."""
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _first_order_swapped(a1, b1, a2, b2):
+    return a1 * a2, a1 * b2 + b1
+
+
+@triton.jit
+def _first_order_decays_input(a1, b1, a2, b2):
+    return a1 * a2, a2 * (b1 + b2)
+
+
+@triton.jit
+def _scan_kernel(g_ptr, x_ptr, o_ptr, T, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, MISTAKE: tl.constexpr):
+    i_c, i_bh = tl.program_id(0), tl.program_id(1)
+    b, h = i_bh // H, i_bh % H
+    ok = tl.arange(0, K)
+    if MISTAKE == "not_restarted":  # one program per (b, h) walks every chunk and carries h on
+        carry = tl.zeros([K], dtype=tl.float32)
+        for c in range(0, tl.cdiv(T, BT)):
+            t = c * BT + tl.arange(0, BT)
+            ptrs = ((b * T + t) * H + h)[:, None] * K + ok[None, :]
+            a = tl.exp(tl.load(g_ptr + ptrs, mask=(t < T)[:, None], other=0.0).to(tl.float32))
+            x = tl.load(x_ptr + ptrs, mask=(t < T)[:, None], other=0.0).to(tl.float32)
+            A, Hs = tl.associative_scan((a, x), 0, _first_order)
+            Hs = Hs + A * carry[None, :]
+            tl.store(o_ptr + ptrs, Hs.to(o_ptr.dtype.element_ty), mask=(t < T)[:, None])
+            carry = tl.sum(tl.where((t == tl.minimum(c * BT + BT, T) - 1)[:, None], Hs, 0.0), axis=0)
+    else:
+        t = i_c * BT + tl.arange(0, BT)
+        mask_t = t < T
+        if MISTAKE == "mask_off_by_one":
+            mask_t = t < T - 1
+        ptrs = ((b * T + t) * H + h)[:, None] * K + ok[None, :]
+        g = tl.load(g_ptr + ptrs, mask=mask_t[:, None], other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + ptrs, mask=mask_t[:, None], other=0.0).to(tl.float32)
+        a = tl.exp(g)
+        if MISTAKE == "no_exp":
+            a = g
+        if MISTAKE == "swapped":
+            A, Hs = tl.associative_scan((a, x), 0, _first_order_swapped)
+        elif MISTAKE == "decays_input":
+            A, Hs = tl.associative_scan((a, x), 0, _first_order_decays_input)
+        elif MISTAKE == "no_decay":
+            Hs = tl.cumsum(x, axis=0)
+        else:
+            A, Hs = tl.associative_scan((a, x), 0, _first_order)
+        tl.store(o_ptr + ptrs, Hs.to(o_ptr.dtype.element_ty), mask=mask_t[:, None])
+
+
+def scan_wrong(name: str, mistake: str = "", grid_floor: bool = False) -> Callable[..., torch.Tensor]:
+    """chunk_local_linear_scan(g, x, chunk_size) launching _scan_kernel with `mistake` (or the grid
+    T // chunk_size)."""
+
+    def wrong(g, x, chunk_size):
+        g, x = g.contiguous(), x.contiguous()
+        B, T, H, K = x.shape
+        o = torch.zeros_like(x)
+        n_chunks = 1 if mistake == "not_restarted" else T // chunk_size if grid_floor else triton.cdiv(T, chunk_size)
+        _scan_kernel[(n_chunks, B * H)](g, x, o, T, H=H, K=K, BT=chunk_size, MISTAKE=mistake)
+        return o
+
+    wrong.__name__ = name
+    return wrong
+
+
+def _expected_scan(inputs: dict[str, Any], case: Case) -> torch.Tensor:
+    g, x, C = inputs["g"].float(), inputs["x"].float(), inputs["chunk_size"]
+    h = torch.zeros_like(x[:, 0])
+    out = []
+    for t in range(x.shape[1]):
+        h = (0.0 if t % C == 0 else g[:, t].exp() * h) + x[:, t]
+        out.append(h)
+    return torch.stack(out, 1).to(inputs["x"].dtype)
+
+
+SCAN = register(Exercise(
+    id="6.3b",
+    fn_name="chunk_local_linear_scan",
+    signature="chunk_local_linear_scan(g, x, chunk_size) -> h",
+    cases=lambda device, dtypes: case_list({}, [
+        {"B": 1, "T": 32, "H": 2, "chunk_size": 16},  # two whole chunks
+        {"B": 2, "T": 63, "H": 3, "chunk_size": 16},  # the last chunk holds 15
+        {"B": 2, "T": 40, "H": 2, "chunk_size": 32, "noncontiguous": True},  # the last chunk holds 8
+    ], 635, dtypes, half={"B": 2, "T": 40, "H": 2, "chunk_size": 16}),
+    make_inputs=_pick("g_log", "k", rename={"g_log": "g", "k": "x"}),
+    expected=_expected_scan,
+    reference_name="PyTorch: h_t = exp(g_t) h_(t-1) + x_t, restarted at every chunk",
+    output=TensorOut("h", QK_LAYOUT),
+    positional=("g", "x"),
+    explain=block_beside_expected,
+    input_layouts={"g": QK_LAYOUT, "x": QK_LAYOUT},
+    extra_checks=KERNEL_CHECKS,
+    mistakes=(
+        Mistake("grid T // chunk_size (ragged last chunk never runs)", scan_wrong("grid_floor", grid_floor=True),
+                _grid_note("chunk")),
+        Mistake("time mask off by one (t < T - 1)", scan_wrong("mask_off_by_one", "mask_off_by_one"),
+                "only the last time step is wrong: the mask is off by one — t < T keeps every step"),
+        Mistake("combine in the wrong order", scan_wrong("swapped", "swapped"),
+                "the combine is applied in the wrong order: (a1, b1) is the earlier element, so "
+                "(a1, b1) ∘ (a2, b2) = (a1·a2, a2·b1 + b2) — the later decay a2 multiplies the earlier sum b1"),
+        Mistake("combine decays the new input too", scan_wrong("decays_input", "decays_input"),
+                "the combine decays the new input too: h_t = a_t h_(t-1) + x_t adds x_t undecayed, so the "
+                "second component is a2·b1 + b2, not a2·(b1 + b2)"),
+        Mistake("multiplies by g, not exp(g)", scan_wrong("no_exp", "no_exp"),
+                "g is a log gate (g <= 0): the decay is a = exp(g) — scan over (tl.exp(g), x)"),
+        Mistake("a plain cumsum (no decay)", scan_wrong("no_decay", "no_decay"),
+                "no decay: tl.cumsum adds the inputs undecayed; the recurrence needs tl.associative_scan with the "
+                "first-order combine over pairs (a, x)"),
+        Mistake("not restarted per chunk (carried over the whole sequence)",
+                scan_wrong("not_restarted", "not_restarted"),
+                "h is carried across chunks: it restarts from 0 at every chunk's first step (what came before is "
+                "in the chunk state)"),
+    ),
+))
+
+
 # ================================================================================================ 6.4
 
 
 @triton.jit
 def _recurrent_kernel(q_ptr, k_ptr, v_ptr, o_ptr, s0_ptr, sT_ptr, T, scale, H: tl.constexpr, K: tl.constexpr,
-                      V: tl.constexpr, BV: tl.constexpr, USE_S0: tl.constexpr, MISTAKE: tl.constexpr):
-    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+                      V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_S0: tl.constexpr,
+                      MISTAKE: tl.constexpr):
+    i_v, i_bh, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # i_k > 0 only in the race
     b, h = i_bh // H, i_bh % H
-    ok, ov = tl.arange(0, K), i_v * BV + tl.arange(0, BV)
-    state = (b * H + h) * K * V + ok[:, None] * V + ov[None, :]  # this program's [K, BV] block of S
-    S = tl.zeros([K, BV], dtype=tl.float32)
+    ok, ov = i_k * BK + tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
+    state = (b * H + h) * K * V + ok[:, None] * V + ov[None, :]  # this program's [BK, BV] block of S
+    S = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_S0:
         if MISTAKE != "ignores_initial_state":
             S += tl.load(s0_ptr + state).to(tl.float32)
     if MISTAKE == "fp16_state":
         S = S.to(tl.float16)
-    for t in range(0, T):
+    steps = T
+    if MISTAKE == "loop_off_by_one":
+        steps = T - 1
+    for t in range(0, steps):
         row = (b * T + t) * H + h
         q = tl.load(q_ptr + row * K + ok).to(tl.float32)
         k = tl.load(k_ptr + row * K + ok).to(tl.float32)
@@ -374,9 +546,10 @@ def _recurrent_kernel(q_ptr, k_ptr, v_ptr, o_ptr, s0_ptr, sT_ptr, T, scale, H: t
         tl.store(sT_ptr + state, S.to(tl.float32))
 
 
-def recurrent_wrong(name: str, mistake: str = "", one_value_block: bool = False) -> Callable[..., Any]:
+def recurrent_wrong(name: str, mistake: str = "", one_value_block: bool = False, split_k: int = 1
+                    ) -> Callable[..., Any]:
     """fused_recurrent_linear_attention(q, k, v, scale=None, initial_state=None) launching _recurrent_kernel
-    with `mistake` (or a grid of one value block)."""
+    with `mistake` (or a grid of one value block, or `split_k` programs over K that all store one o block)."""
 
     def wrong(q, k, v, scale=None, initial_state=None):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
@@ -385,9 +558,9 @@ def recurrent_wrong(name: str, mistake: str = "", one_value_block: bool = False)
         o = torch.zeros_like(v)
         final = torch.zeros(B, H, K, V, device=q.device, dtype=torch.float32)
         s0 = final if initial_state is None else initial_state.contiguous()
-        grid = (1 if one_value_block else triton.cdiv(V, BLOCK_V), B * H)
-        _recurrent_kernel[grid](q, k, v, o, s0, final, T, resolve_scale(scale, K), H=H, K=K, V=V, BV=BLOCK_V,
-                                USE_S0=initial_state is not None, MISTAKE=mistake)
+        grid = (1 if one_value_block else triton.cdiv(V, BLOCK_V), B * H, split_k)
+        _recurrent_kernel[grid](q, k, v, o, s0, final, T, resolve_scale(scale, K), H=H, K=K, V=V, BK=K // split_k,
+                                BV=BLOCK_V, USE_S0=initial_state is not None, MISTAKE=mistake)
         return o, final
 
     wrong.__name__ = name
@@ -435,6 +608,11 @@ RECURRENT_KERNEL = register(Exercise(
         Mistake("one value block only (grid (1, B*H))", recurrent_wrong("one_value_block", one_value_block=True),
                 "only the first BV value channels are right: the grid needs triton.cdiv(V, BV) value blocks, "
                 "one program per (value block, batch*head)"),
+        Mistake("loop bound off by one (range(T - 1))", recurrent_wrong("loop_off_by_one", "loop_off_by_one"),
+                "only the last step is wrong (and the final state misses it): the loop is off by one — "
+                "range(0, T) visits every step"),
+        Mistake("race: key channels split across programs that store the same o block",
+                recurrent_wrong("race_split_k", split_k=2), RACE_HINT),
         Mistake("scale not applied", recurrent_wrong("no_scale", "no_scale"),
                 "missing scale? o_t = scale * q_t^T S_t with scale = K**-0.5 when scale=None"),
         Mistake("state accumulated in float16", recurrent_wrong("fp16_state", "fp16_state"),
@@ -454,6 +632,8 @@ def _chunk_states_kernel(k_ptr, v_ptr, h_ptr, s0_ptr, sT_ptr, T, NT, H: tl.const
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     ok, ov = tl.arange(0, K), i_v * BV + tl.arange(0, BV)
+    if MISTAKE == "race_v_offset":
+        ov = tl.arange(0, BV)  # every value-block program reads and writes value block 0
     block = ok[:, None] * V + ov[None, :]  # this program's [K, BV] block of a [K, V] state
     S = tl.zeros([K, BV], dtype=tl.float32)
     if USE_S0:
@@ -474,6 +654,8 @@ def _chunk_states_kernel(k_ptr, v_ptr, h_ptr, s0_ptr, sT_ptr, T, NT, H: tl.const
             tl.store(state_n, S)  # the state entering chunk n
             if MISTAKE == "no_carry":
                 S = update
+            elif MISTAKE == "bf16_state":
+                S = (S + update).to(tl.bfloat16).to(tl.float32)
             else:
                 S += update
     tl.store(sT_ptr + (b * H + h) * K * V + block, S)
@@ -534,6 +716,25 @@ def chunked_wrong(name: str, states: str = "", output: str = "", grid_floor: boo
     return wrong
 
 
+def chunked_states_in_pytorch(q, k, v, scale=None, initial_state=None, chunk_size=16):
+    """A partial-PyTorch launcher: the chunk states from torch ops (a cumulative sum of K_[n]^T V_[n]), only the
+    outputs from a kernel. Right answer, wrong exercise: the kernel check rejects it."""
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    NT = triton.cdiv(T, chunk_size)
+    pad = NT * chunk_size - T
+    kc = torch.nn.functional.pad(k.float(), (0, 0, 0, 0, 0, pad)).view(B, NT, chunk_size, H, K)
+    vc = torch.nn.functional.pad(v.float(), (0, 0, 0, 0, 0, pad)).view(B, NT, chunk_size, H, V)
+    updates = torch.einsum("bnthk,bnthv->bhnkv", kc, vc)
+    S0 = torch.zeros(B, H, 1, K, V, device=q.device) if initial_state is None else initial_state.float()[:, :, None]
+    h = (S0 + torch.cat([torch.zeros_like(updates[:, :, :1]), updates.cumsum(2)[:, :, :-1]], 2)).contiguous()
+    o = torch.zeros_like(v)
+    _chunk_output_kernel[(NT, B * H)](q, k, v, h, o, T, NT, resolve_scale(scale, K), H=H, K=K, V=V, BT=chunk_size,
+                                      MISTAKE="")
+    return o, h[:, :, -1] + updates[:, :, -1]
+
+
 def _expected_chunked(inputs: dict[str, Any], case: Case) -> tuple[torch.Tensor, torch.Tensor]:
     from course_utils.refs import linear_attn
 
@@ -574,5 +775,10 @@ CHUNKED_KERNELS = register(dataclasses.replace(
                 "non-causal inside the chunk: mask (Q K^T) to s <= t before multiplying by V"),
         Mistake("scale missing on the intra-chunk part", chunked_wrong("intra_unscaled", output="intra_unscaled"),
                 "the intra-chunk part misses the scale: o = scale * (Q S_[n] + tril(Q K^T) V)"),
+        Mistake("race: every value-block program writes value block 0 of the states",
+                chunked_wrong("race_v_offset", "race_v_offset"), RACE_HINT),
+        Mistake("chunk states accumulated in bfloat16", chunked_wrong("bf16_state", "bf16_state"), BF16_STATE_HINT),
+        Mistake("chunk states computed in PyTorch, only the outputs in a kernel", chunked_states_in_pytorch,
+                says=("kernel check", "in PyTorch")),
     ),
 ))

@@ -230,5 +230,8 @@ def check_tensor(got: torch.Tensor, exp: torch.Tensor, node: TensorOut, trial: T
         lines.append(f"wrong entries: {where}")
     failure = Failure(kind, node.name, got, exp, trial, {"wrong": wrong, "err": err, "first": first,
                                                          "layout": layout})
+    picture = trial.exercise.explain(failure) if trial.exercise.explain and kind == "value" else None
+    if picture:
+        lines.append(picture)
     fail("\n".join(lines), diagnosis.hint_for_value(trial, failure, tol))
     return err  # unreachable

@@ -96,19 +96,55 @@ NO_TXT = ("this form never materialises anything T×T: keep only what grows line
           "or per chunk, the outputs), as the equation in the docstring does")
 
 
+# What a launcher may do in PyTorch besides launching kernels: allocate, look at shapes and strides, change the
+# layout or the dtype of a tensor (views, .contiguous(), .to(...)). Anything else computes part of the answer.
+LAUNCHER_TORCH_OPS = frozenset({
+    "__get__", "__len__", "__getitem__", "__bool__", "__index__", "__format__", "__repr__", "__hash__",
+    "size", "stride", "dim", "ndimension", "numel", "nelement", "element_size", "is_contiguous",
+    "is_floating_point", "data_ptr", "storage_offset", "untyped_storage", "get_device",
+    "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
+    "new_empty", "new_zeros", "new_ones", "new_full", "new_empty_strided",
+    "contiguous", "view", "reshape", "view_as", "reshape_as", "transpose", "permute", "unsqueeze", "squeeze",
+    "flatten", "unflatten", "expand", "expand_as", "t", "movedim", "narrow", "select", "unbind", "chunk", "split",
+    "to", "type", "float", "half", "bfloat16", "double", "cuda", "cpu", "detach", "clone", "requires_grad_",
+})
+
+
+class LauncherCalls(TorchCalls):
+    """TorchCalls for a launcher: records only the torch calls made by the launcher itself, not those Triton's
+    runtime makes while it launches (data_ptr, and the interpreter's copies to and from the host)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        frame = sys._getframe(1)
+        while frame is not None:
+            if TRITON_RUNTIME["triton"] in frame.f_code.co_filename:
+                return func(*args, **(kwargs or {}))
+            frame = frame.f_back
+        return super().__torch_function__(func, types, args, kwargs)
+
+
 def launches_a_kernel(trial: Trial, fn: Callable[..., Any]) -> None:
-    """A check that fn computes with a Triton kernel: on the exercise's first case, Triton's runtime (its
-    launcher, or the interpreter on a CPU) must run inside the call."""
+    """A check that fn computes with Triton kernels only: on the exercise's first case, Triton's runtime (its
+    launcher, or the interpreter on a CPU) must run inside the call, and the launcher itself may call torch only to
+    allocate, reshape or cast (LAUNCHER_TORCH_OPS) — a launcher that computes part of the answer in PyTorch (the
+    chunk states with torch.einsum, a reduction of partial outputs) fails."""
     ex = trial.exercise
     case = ex.cases(trial.device, [torch.float32])[0]
     probe = Trial(ex, case, trial.device, ex.make_inputs(case, trial.device), trial.fn_name)
-    with torch.no_grad(), library_calls(TRITON_RUNTIME) as used:
+    with torch.no_grad(), LauncherCalls() as calls, library_calls(TRITON_RUNTIME) as used:
         probe.outputs_of(fn)
     trial.last_call = probe.last_call
     if not used:
         fail("kernel check: your function launched no Triton kernel — it computes the answer in PyTorch",
              "this exercise is about writing the kernel: decorate it with @triton.jit and launch it with "
              "kernel[grid](...) from the function")
+    computed = sorted(n for n in calls.names if n not in LAUNCHER_TORCH_OPS)
+    if computed:
+        fail("kernel check: your function launches a kernel but computes part of the answer in PyTorch (it calls "
+             f"torch's {', '.join(computed)} outside the kernel)",
+             "the launcher only allocates outputs, makes inputs contiguous and launches; every arithmetic step of "
+             "the exercise (sums, products, exponentials, cumulative sums, reductions of partial results) "
+             "belongs inside your @triton.jit kernels")
 
 
 def no_quadratic_memory(make_probe: Callable[[int, torch.device], tuple[tuple, dict]], small: int = 256,

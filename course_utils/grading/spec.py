@@ -155,6 +155,8 @@ class Exercise:
         runs the student's function and the catalogue's wrong ones.
     extra_checks: (trial, fn) -> None hooks run after all cases pass (how the function computes: a cost
         or loop check); they report through grading.fail().
+    explain: failure -> str | None, the exercise's own picture of a wrong value (e.g. the student's block beside
+        the expected one), added to every value failure's message whatever the hint.
     """
 
     id: str
@@ -177,6 +179,7 @@ class Exercise:
     reference_name: str | None = None
     # prepended to value failures in gradient cases (e.g. "the forward pass is already wrong: fix 2.2")
     forward_note: str = ""
+    explain: Callable[[Failure], str | None] | None = None
 
     def output_for(self, case: Case) -> Any:
         return self.output(case) if callable(self.output) else self.output

@@ -1,6 +1,7 @@
-"""The Triton kernels family (Lab 06: 6.1-6.5): the solutions' kernels pass, every catalogued wrong kernel (and
-every generic mistake) is rejected with its hint, correct kernels written differently pass too. On a CPU every
-kernel runs in Triton's interpreter (course_utils sets TRITON_INTERPRET=1 before any kernel is defined)."""
+"""The Triton kernels families (Lab 06: 6.1-6.7, kernels and kernels_gla): the solutions' kernels pass, every
+catalogued wrong kernel (and every generic mistake) is rejected with its hint, correct kernels written differently
+pass too. On a CPU every kernel runs in Triton's interpreter (course_utils sets TRITON_INTERPRET=1 before any kernel
+is defined)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ from family_tests import (  # noqa: F401  (collected here, parametrized by IDS)
     test_solution_passes_in_bf16,
 )
 
-from course_utils.exercises import EXERCISES, grade, kernels
+from course_utils.exercises import EXERCISES, grade, kernels, kernels_gla
 from course_utils.grading.generic import CPU
 
-IDS = ["6.1", "6.2", "6.3", "6.4", "6.5"]
+IDS = ["6.1", "6.2", "6.3", "6.3b", "6.4", "6.5", "6.6", "6.7"]
 
 # The family's tests grade on the CPU (conftest's CPU options): its kernels then need Triton's interpreter, which
 # course_utils switches on only where there is no GPU.
@@ -35,17 +36,49 @@ def test_every_exercise_names_its_own_mistakes():
 
 def test_every_wrong_kernel_is_a_triton_kernel():
     """The catalogue's wrong implementations launch real kernels (one per exercise, its MISTAKE constexpr
-    switching one line), not PyTorch stand-ins — except the one mistake that *is* a PyTorch stand-in, which
-    the kernel check must reject."""
-    jitted = [kernels._decay_kernel, kernels._read_state_kernel, kernels._cumsum_kernel, kernels._recurrent_kernel,
-              kernels._chunk_states_kernel, kernels._chunk_output_kernel]
+    switching one line), not PyTorch stand-ins — except the mistakes that *are* (partly) PyTorch, which the
+    kernel check must reject."""
+    jitted = [kernels._decay_kernel, kernels._read_state_kernel, kernels._cumsum_kernel, kernels._scan_kernel,
+              kernels._recurrent_kernel, kernels._chunk_states_kernel, kernels._chunk_output_kernel,
+              kernels_gla._gla_recurrent_kernel, kernels_gla._gla_states_kernel, kernels_gla._gla_output_kernel]
     assert all(isinstance(k, triton.runtime.jit.KernelInterface) for k in jitted)
-    launchers = ("decay_wrong", "read_state_wrong", "cumsum_wrong", "recurrent_wrong", "chunked_wrong")
+    launchers = ("decay_wrong", "read_state_wrong", "cumsum_wrong", "scan_wrong", "recurrent_wrong", "chunked_wrong",
+                 "gla_recurrent_wrong", "chunk_gla_wrong")
     for ex_id, factory in zip(IDS, launchers):
         for m in EXERCISES[ex_id].mistakes:
-            if m.says == ("kernel check",):
+            if "kernel check" in m.says:
                 continue
             assert m.wrong_fn.__qualname__ == f"{factory}.<locals>.wrong", (ex_id, m.name)
+
+
+def test_the_catalogues_hold_the_issues_kernel_bugs():
+    """Issue #11's list, where it applies: an off-by-one mask or loop bound, a missing state carry, a wrong block
+    boundary on a ragged T, a race, a wrong accumulation dtype, a launcher that computes part of it in PyTorch."""
+    wanted = {
+        "6.4": ("off by one", "not carried", "race", "float16"),
+        "6.5": ("off by one", "not carried", "ragged", "race", "bfloat16", "PyTorch"),
+        "6.6": ("off by one", "not carried", "race", "bfloat16"),
+        "6.7": ("off by one", "not carried", "ragged", "race", "bfloat16", "PyTorch"),
+    }
+    for ex_id, pieces in wanted.items():
+        names = " | ".join(m.name for m in EXERCISES[ex_id].mistakes)
+        assert all(p in names for p in pieces), (ex_id, [p for p in pieces if p not in names])
+
+
+@pytest.mark.parametrize("ex_id, launcher", [
+    ("6.1", kernels.decay_wrong("none")),
+    ("6.2", kernels.read_state_wrong("none")),
+    ("6.3", kernels.cumsum_wrong("none")),
+    ("6.3b", kernels.scan_wrong("none")),
+    ("6.4", kernels.recurrent_wrong("none")),
+    ("6.5", kernels.chunked_wrong("none")),
+    ("6.6", kernels_gla.gla_recurrent_wrong("none")),
+    ("6.7", kernels_gla.chunk_gla_wrong("none")),
+], ids=lambda x: x if isinstance(x, str) else "")
+def test_the_catalogues_kernels_without_a_mistake_pass(ex_id, launcher):
+    """Each wrong kernel is the catalogue's correct kernel with one line switched: with no MISTAKE it passes, so
+    what the grader rejects is the mistake and nothing else in it."""
+    grade(ex_id, launcher, quiet=True, **CPU)
 
 
 # ------------------------------------------------------------------------------------------ correct alternatives
@@ -103,9 +136,73 @@ def recurrent_one_program_per_head(q, k, v, scale=None, initial_state=None):
     return o, final
 
 
+@triton.jit
+def _scan_by_steps(g_ptr, x_ptr, o_ptr, T, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr):
+    """6.3b without a scan: one program per (chunk, head) steps through its chunk, h in registers."""
+    i_c, i_bh = tl.program_id(0), tl.program_id(1)
+    b, h = i_bh // H, i_bh % H
+    ok = tl.arange(0, K)
+    state = tl.zeros([K], dtype=tl.float32)
+    for s in range(0, BT):
+        t = i_c * BT + s
+        if t < T:
+            ptr = ((b * T + t) * H + h) * K + ok
+            state = tl.exp(tl.load(g_ptr + ptr).to(tl.float32)) * state + tl.load(x_ptr + ptr).to(tl.float32)
+            tl.store(o_ptr + ptr, state.to(o_ptr.dtype.element_ty))
+
+
+def scan_by_steps(g, x, chunk_size):
+    g, x = g.contiguous(), x.contiguous()
+    B, T, H, K = x.shape
+    o = torch.empty_like(x)
+    _scan_by_steps[(triton.cdiv(T, chunk_size), B * H)](g, x, o, T, H=H, K=K, BT=chunk_size)
+    return o
+
+
+@triton.jit
+def _gla_recurrent_vk(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, s0_ptr, sT_ptr, T, scale, H: tl.constexpr, K: tl.constexpr,
+                      V: tl.constexpr, USE_S0: tl.constexpr):
+    """6.6 with one program per (batch, head) for all value channels, the state kept transposed [V, K]."""
+    i_bh = tl.program_id(0)
+    b, h = i_bh // H, i_bh % H
+    ok, ov = tl.arange(0, K), tl.arange(0, V)
+    state = (b * H + h) * K * V + ok[None, :] * V + ov[:, None]
+    St = tl.zeros([V, K], dtype=tl.float32)
+    if USE_S0:
+        St += tl.load(s0_ptr + state).to(tl.float32)
+    for t in range(0, T):
+        row = (b * T + t) * H + h
+        q = tl.load(q_ptr + row * K + ok).to(tl.float32) * scale
+        k = tl.load(k_ptr + row * K + ok).to(tl.float32)
+        v = tl.load(v_ptr + row * V + ov).to(tl.float32)
+        St = St * tl.exp(tl.load(g_ptr + row * K + ok).to(tl.float32))[None, :] + v[:, None] * k[None, :]
+        tl.store(o_ptr + row * V + ov, tl.sum(St * q[None, :], axis=1).to(o_ptr.dtype.element_ty))
+    tl.store(sT_ptr + state, St)
+
+
+def gla_recurrent_one_program_per_head(q, k, v, g, scale=None, initial_state=None, output_final_state=True):
+    q, k, v, g = q.contiguous(), k.contiguous(), v.contiguous(), g.contiguous()
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    o = torch.empty_like(v)
+    final = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
+    s0 = final if initial_state is None else initial_state.contiguous()
+    _gla_recurrent_vk[(B * H,)](q, k, v, g, o, s0, final, T, K ** -0.5 if scale is None else scale, H=H, K=K, V=V,
+                                USE_S0=initial_state is not None)
+    return o, final
+
+
+def chunk_gla_small_blocks(q, k, v, g, scale=None, initial_state=None, output_final_state=True, chunk_size=16):
+    """The solution's 6.7 with the smallest blocks: the state kernel split over K too (BK = 8, two key blocks)."""
+    return solution("6.7")(q, k, v, g, scale, initial_state, output_final_state, chunk_size, BK=8, BV=16)
+
+
 @pytest.mark.parametrize("ex_id, fn", [
     ("6.1", decay_values_by_rows),
+    ("6.3b", scan_by_steps),
     ("6.4", recurrent_one_program_per_head),
+    ("6.6", gla_recurrent_one_program_per_head),
+    ("6.7", chunk_gla_small_blocks),
 ], ids=lambda x: x if isinstance(x, str) else x.__name__)
 def test_correct_alternatives_pass(ex_id, fn):
     grade(ex_id, fn, quiet=True, **CPU)
@@ -119,6 +216,22 @@ def test_other_block_sizes_pass():
           quiet=True, **CPU)
     grade("6.5", lambda q, k, v, scale=None, initial_state=None, chunk_size=16:
           solution("6.5")(q, k, v, scale, initial_state, chunk_size, BV=32), quiet=True, **CPU)
+    grade("6.6", lambda q, k, v, g, scale=None, initial_state=None, output_final_state=True:
+          solution("6.6")(q, k, v, g, scale, initial_state, output_final_state, BV=16), quiet=True, **CPU)
+    grade("6.7", lambda q, k, v, g, scale=None, initial_state=None, output_final_state=True, chunk_size=16:
+          solution("6.7")(q, k, v, g, scale, initial_state, output_final_state, chunk_size, BV=32, BC=16),
+          quiet=True, **CPU)
+
+
+def test_gla_kernels_skip_the_final_state_on_request():
+    """output_final_state=False (fla's option) returns (o, None) with the same o."""
+    inputs = kernels_gla.gla_inputs(EXERCISES["6.6"].cases(torch.device("cpu"), [torch.float32])[1],
+                                    torch.device("cpu"))
+    q, k, v, g, s0 = (inputs[n] for n in ("q", "k", "v", "g", "initial_state"))
+    for ex_id in ("6.6", "6.7"):
+        o, S = solution(ex_id)(q, k, v, g, initial_state=s0)
+        o_only, none = solution(ex_id)(q, k, v, g, initial_state=s0, output_final_state=False)
+        assert none is None and torch.equal(o_only, o) and S is not None
 
 
 def test_notebook_kernels_load_as_gpu_kernels(monkeypatch):
@@ -132,3 +245,6 @@ def test_notebook_kernels_load_as_gpu_kernels(monkeypatch):
     kernel = namespace["fused_recurrent_kernel"]
     assert isinstance(kernel, triton.runtime.jit.JITFunction), type(kernel)
     assert "S += k[:, None] * v[None, :]" in kernel.src
+    for name in ("first_order", "chunk_scan_kernel", "fused_recurrent_gla_kernel", "chunk_gla_states_kernel",
+                 "chunk_gla_output_kernel"):
+        assert isinstance(namespace[name], triton.runtime.jit.JITFunction), name

@@ -113,3 +113,46 @@ def test_the_engine_does_not_import_the_exercises():
             "print(any(m.startswith('course_utils.exercises') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_an_exercise_can_add_its_own_picture_of_a_wrong_value():
+    """Exercise.explain: the warm-up kernels show the student's block beside the expected one, wrong entries
+    marked, whatever the hint; exercises without it print no such block."""
+    from course_utils.exercises import kernels
+
+    with pytest.raises(AssertionError) as info:
+        grade("6.1", kernels.decay_wrong("floor_grid", grid_floor=True), **CPU)
+    msg = str(info.value)
+    assert "your block beside the expected one (b=1, h=1, t=55..62" in msg and "+0.0000!" in msg, msg
+    assert "hint: the grid misses the ragged last block" in msg
+    with pytest.raises(AssertionError) as info:
+        grade("2.2", exclusive, **CPU)
+    assert "your block beside" not in str(info.value)
+
+
+def test_the_kernel_check_rejects_a_launcher_computing_in_pytorch():
+    """launches_a_kernel: a launcher that launches a kernel but computes part of the answer with torch ops (the
+    chunk states with einsum and cumsum) fails, naming the ops; one that only allocates, reshapes, casts and
+    launches passes, and Triton's own torch calls while it launches do not count."""
+    from course_utils.exercises import kernels
+
+    with pytest.raises(AssertionError) as info:
+        grade("6.5", kernels.chunked_states_in_pytorch, **CPU)
+    msg = str(info.value)
+    assert "kernel check: your function launches a kernel but computes part of the answer in PyTorch" in msg
+    assert "einsum" in msg and "cumsum" in msg
+
+    def reshaping_launcher(q, k, v, scale=None, initial_state=None):
+        q = q.reshape(q.shape).contiguous().to(torch.float32)
+        o, S = kernels.recurrent_wrong("correct")(q, k.clone(), v.transpose(1, 2).transpose(1, 2), scale,
+                                                  initial_state)
+        return o.to(v.dtype).view(v.shape), S
+
+    grade("6.4", reshaping_launcher, quiet=True, **CPU)
+
+    def sums_partials(q, k, v, scale=None, initial_state=None):
+        o, S = kernels.recurrent_wrong("correct")(q, k, v, scale, initial_state)
+        return (torch.stack([o, o]).sum(0) / 2).to(v.dtype), S  # a reduction of partial outputs in PyTorch
+
+    with pytest.raises(AssertionError, match=r"in PyTorch \(it calls torch's div, stack, sum outside"):
+        grade("6.4", sums_partials, **CPU)
