@@ -12,9 +12,12 @@
 | retention         | retention (RetNet): the D decay mask, recurrent, chunkwise; simple | 5.1a 5.1b 5.1c   |
 |                   | GLA with g = log gamma_h (to merge with gated)                     |                  |
 | delta_rule        | the delta rule: recurrence, chunkwise WY / UT form, gated          | 5.2 5.3 5.4      |
-| kernels           | Triton kernels: grids and masks, tl.dot, tl.cumsum, the fused      | 6.1-6.5          |
-|                   | recurrent and the chunked (two kernels) linear-attention forward;  |                  |
+| kernels           | Triton kernels: grids and masks, tl.dot, tl.cumsum, a first-order  | 6.1-6.3 6.3b     |
+|                   | scan (tl.associative_scan), the fused recurrent and the chunked    | 6.4 6.5          |
+|                   | (two kernels) linear-attention forward;                            |                  |
 |                   | on a CPU in Triton's interpreter                                   |                  |
+| kernels_gla       | Triton kernels for GLA: the fused recurrent forward, the chunked   | 6.6 6.7          |
+|                   | forward as two kernels (chunk states, outputs in sub-blocks)       |                  |
 | ssm               | state-space models (S4): continuous SSMs, discretisation (ZOH,     | 7.1a 7.1b 7.2    |
 |                   | bilinear), HiPPO-LegS, the convolution kernel and its FFT          | 7.3a 7.3b 7.4    |
 |                   | convolution, the diagonal (S4D) kernel as a Vandermonde product    |                  |
@@ -39,6 +42,7 @@ from course_utils.exercises import (  # noqa: F401  (importing a family register
     delta_rule,
     gated,
     kernels,
+    kernels_gla,
     linear_attention,
     retention,
     selective_scan,
