@@ -32,7 +32,7 @@ from typing import Any, Callable
 import torch
 
 from course_utils.exercises.cases import case_list, generator, randn
-from course_utils.grading import Case, Exercise, Mistake, TensorOut, Trial, TupleOut, fail, register
+from course_utils.grading import Case, Exercise, Failure, Mistake, TensorOut, Trial, TupleOut, fail, register
 from course_utils.grading.how import FORBIDDEN_PACKAGES, TorchCalls, forbid, library_calls, no_quadratic_memory
 
 S4 = "S4 paper"
@@ -80,6 +80,25 @@ def _disc_reference(method: str) -> Callable[[dict[str, Any], Case], Any]:
         return fn(inputs["A"], inputs["B"], inputs["dt"])
 
     return reference
+
+
+def column_hint(f: Failure) -> str | None:
+    """A B-like output returned as a vector [N] (or a row) instead of the column [N, M] the conventions use."""
+    if f.kind == "shape" and f.name in ("B", "Bb") and isinstance(f.got, torch.Tensor):
+        return (f"{f.name} is a column [N, 1] (course_utils.conventions: B [N, 1], C [1, N]), so that "
+                f"A @ x + B * u and C @ x keep their shapes: return {f.name}[:, None] (or .reshape(-1, 1))")
+    return None
+
+
+def _b_vector(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """fn with its second output flattened to a vector [N] (a shape mistake)."""
+
+    def wrong(*args, **kwargs):
+        first, second = fn(*args, **kwargs)
+        return first, second.reshape(-1)
+
+    wrong.__name__ = name
+    return wrong
 
 
 def _disc_output(case: Case) -> TupleOut:
@@ -199,7 +218,9 @@ ZOH_SPEC = Exercise(
                 "Bb multiplies by A^-1, the inverse, not by A: Bb = A^-1 (exp(dt A) - I) B"),
         Mistake("A transposed", rule_fn("zoh_transposed"),
                 "A is transposed: x' = A x multiplies the state by A, so Ab = exp(dt A), not exp(dt A^T)"),
+        Mistake("Bb a vector [N]", _b_vector(rule_fn("zoh"), "bb_vector"), says=("Bb is a column [N, 1]",)),
     ),
+    diagnose=column_hint,
     extra_checks=(no_oracle,),
     reference_name="scipy.signal.cont2discrete(method='zoh'), float64",
 )
@@ -229,6 +250,7 @@ register(dataclasses.replace(
         Mistake("Bb without dt", rule_fn("bilinear_bb_no_dt"),
                 "Bb is missing the step: Bb = (I - dt/2 A)^-1 dt B"),
         Mistake("dt missing", rule_fn("bilinear_no_dt"), DT_MISSING.format(formula=BILINEAR)),
+        Mistake("Bb a vector [N]", _b_vector(rule_fn("bilinear"), "bb_vector"), says=("Bb is a column [N, 1]",)),
     ),
     reference_name="scipy.signal.cont2discrete(method='bilinear'), float64",
 ))
@@ -301,7 +323,9 @@ HIPPO_SPEC = register(Exercise(
                 "indices start at 0: n, k = 0 .. N-1, so A[0, 0] = -1 and B[0] = 1"),
         Mistake("B = 1", hippo_wrong(b="ones"), "B[n] = sqrt(2n + 1), not 1"),
         Mistake("B = 2n+1", hippo_wrong(b="2n+1"), "B[n] = sqrt(2n + 1): the square root is missing"),
+        Mistake("B a vector [N]", _b_vector(hippo_wrong(), "b_vector"), says=("B is a column [N, 1]",)),
     ),
+    diagnose=column_hint,
     extra_checks=(forbid(),),
     reference_name="the HiPPO-LegS closed form (S4 §2.2, Eq. 2), float64",
 ))
@@ -374,6 +398,14 @@ def kernel_wrong(*, start: int = 0, power: str = "matrix", transpose: bool = Fal
     return ssm_kernel
 
 
+def _reshaped(fn: Callable[..., torch.Tensor], shape: tuple[int, ...], name: str) -> Callable[..., torch.Tensor]:
+    def wrong(*args, **kwargs):
+        return fn(*args, **kwargs).reshape(shape)
+
+    wrong.__name__ = name
+    return wrong
+
+
 KERNEL_SPEC = register(Exercise(
     id="7.3a",
     fn_name="ssm_kernel",
@@ -400,8 +432,11 @@ KERNEL_SPEC = register(Exercise(
         Mistake("Bb missing", kernel_wrong(no_b=True),
                 "Bb is missing: K_l = C Ab^l Bb (the input enters the state through Bb)"),
         Mistake("L - 1 entries", kernel_wrong(length=-1), says=("expected shape", "l = 0 .. L-1")),
+        Mistake("K as [L, 1]", _reshaped(kernel_wrong(), (-1, 1), "column_kernel"), says=("K is a 1-D tensor [L]",)),
     ),
-    diagnose=lambda f: ("K has L entries, K_l = C Ab^l Bb for l = 0 .. L-1" if f.kind == "shape" else None),
+    diagnose=lambda f: (("K has L entries, K_l = C Ab^l Bb for l = 0 .. L-1" if f.got.ndim == 1 else
+                         "K is a 1-D tensor [L] (one number per lag l): drop the [1, 1] of C @ x (.reshape(-1) or "
+                         "[..., 0, 0])") if f.kind == "shape" else None),
     extra_checks=(forbid(),),
     reference_name="float64 C Ab^l Bb (a loop of matrix-vector products)",
 ))
