@@ -583,7 +583,7 @@ register(Exercise(
     fn_name="parallel_scan",
     signature="parallel_scan(a, b) -> h",
     cases=lambda device, dtypes: case_list({}, [
-        {"B": 1, "D": 4, "L": 64},
+        {"B": 1, "D": 8, "L": 64},
         {"B": 2, "D": 6, "L": 37},
         {"B": 1, "D": 6, "L": 1},
         {"B": 2, "D": 8, "L": 100, "noncontiguous": True},

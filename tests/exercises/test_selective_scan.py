@@ -1,0 +1,257 @@
+"""The selective-scan family (Lab 08: 8.1a-8.5b): the solutions pass, every catalogued mistake is rejected with its
+hint, correct code written differently passes too (another loop order, Blelloch's scan, a kernel without
+tl.associative_scan, nn.Conv1d's padding), and the checks of how (log depth, a kernel launched) measure what they
+claim. The Triton exercise runs in Triton's interpreter on a CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from conftest import assert_rejected, slug, solution
+from family_tests import (  # noqa: F401  (collected here, parametrized by IDS)
+    test_solution_passes,
+    test_solution_passes_in_bf16,
+)
+
+from course_utils.exercises import EXERCISES, grade
+from course_utils.exercises import selective_scan as family
+from course_utils.grading.generic import CPU, catalogue
+
+IDS = ["8.1a", "8.1b", "8.2", "8.3a", "8.3b", "8.3c", "8.4", "8.5a", "8.5b"]
+
+TRITON_ON_CPU = not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+needs_interpreter = pytest.mark.skipif(not TRITON_ON_CPU,
+                                       reason="kernels graded on the CPU need TRITON_INTERPRET=1 on a GPU machine")
+
+# The generic mistakes were written for [B, T, H, D] outputs (time second): in this family time is last ([B, D, L])
+# or the output has no head axis, so three of them read differently.
+SAYS = {
+    "head-first [B,H,T,D]": {"8.5a": ("looks like [B,D,L]",), "8.5b": ("IndexError",), None: ("looks like [B,L,D",)},
+    "NaN": {"8.5a": ("NaN at (b=0, l=5)",), "8.5b": ("IndexError",), "8.1b": ("NaN at (b=0, d=5, l=1)",),
+            None: ("NaN at (b=0, d=5)",)},
+    "output reversed in time": {None: ("relative RMS error",)},
+}
+
+
+def _params(ids):
+    out = []
+    for ex_id in ids:
+        for m in catalogue(EXERCISES[ex_id], solution(ex_id)):
+            if m.name in SAYS:
+                says = SAYS[m.name]
+                m = dataclasses.replace(m, says=says.get(ex_id, says[None]))
+            marks = [needs_interpreter] if ex_id == "8.4" else []
+            out.append(pytest.param(ex_id, m, id=f"{ex_id}-{slug(m.name)}", marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("ex_id, mistake", _params(IDS))
+def test_mistake_is_rejected(ex_id, mistake):
+    assert_rejected(ex_id, mistake)
+
+
+def test_every_exercise_names_its_own_mistakes():
+    sizes = {ex_id: len(EXERCISES[ex_id].mistakes) for ex_id in IDS}
+    assert all(n >= 4 for n in sizes.values()), sizes
+
+
+def test_every_wrong_kernel_is_a_triton_kernel():
+    """8.4's catalogue launches real kernels (one @triton.jit kernel, its MISTAKE constexpr switching one line),
+    except the PyTorch stand-in that the kernel check must reject."""
+    assert isinstance(family._scan_kernel, triton.runtime.jit.KernelInterface)
+    for m in EXERCISES["8.4"].mistakes:
+        if m.says == ("kernel check",):
+            continue
+        assert m.wrong_fn.__qualname__ == "triton_wrong.<locals>.wrong", m.name
+
+
+# ------------------------------------------------------------------------------------------ correct alternatives
+
+
+def selective_scan_state_last(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """The state kept as [B, N, D], Ā computed inside the loop, the readout by broadcasting instead of einsum."""
+    dt = delta.float() + (0 if delta_bias is None else delta_bias.float()[:, None])
+    dt = F.softplus(dt) if delta_softplus else dt
+    uf = u.float()
+    h = uf.new_zeros(u.shape[0], A.shape[1], u.shape[1])  # [B, N, D]
+    ys = []
+    for t in range(u.shape[-1]):
+        h = torch.exp(A.float().T[None] * dt[:, None, :, t]) * h + B[:, :, t, None].float() * (dt * uf)[:, None, :, t]
+        ys.append((h * C[:, :, t, None].float()).sum(1))
+    y = torch.stack(ys, dim=-1)
+    if D is not None:
+        y = y + D.float()[:, None] * uf
+    if z is not None:
+        y = y * z.float() * torch.sigmoid(z.float())
+    return y.to(u.dtype), h.transpose(1, 2)
+
+
+def blelloch_scan(a, b):
+    """Blelloch's work-efficient scan (up-sweep, down-sweep), padded to a power of two, along the last dim."""
+    dtype, L = b.dtype, b.shape[-1]
+    n = 1 << max(math.ceil(math.log2(max(L, 1))), 0)
+    A = F.pad(a.float(), (0, n - L), value=1.0)
+    Bv = F.pad(b.float(), (0, n - L))
+    levels = []
+    while A.shape[-1] > 1:  # up-sweep: combine pairs, keep each level
+        levels.append((A, Bv))
+        al, ar, bl, br = A[..., 0::2], A[..., 1::2], Bv[..., 0::2], Bv[..., 1::2]
+        A, Bv = al * ar, ar * bl + br
+    excl_a, excl_b = torch.ones_like(A), torch.zeros_like(Bv)  # the exclusive prefix of the root: identity
+    for A_l, B_l in reversed(levels):  # down-sweep: left child gets the parent's prefix, right child adds the left
+        left_a, left_b = A_l[..., 0::2], B_l[..., 0::2]
+        ea = torch.stack([excl_a, excl_a * left_a], dim=-1).flatten(-2)
+        eb = torch.stack([excl_b, left_a * excl_b + left_b], dim=-1).flatten(-2)
+        excl_a, excl_b = ea, eb
+    h = excl_b * levels[0][0] + levels[0][1] if levels else Bv  # inclusive: exclusive prefix then step t itself
+    return h[..., :L].to(dtype)
+
+
+def selective_scan_blelloch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    dt = delta.float() + (0 if delta_bias is None else delta_bias.float()[:, None])
+    dt = F.softplus(dt) if delta_softplus else dt
+    a = torch.exp(dt[:, :, None, :] * A.float()[None, :, :, None])  # [B, D, N, L]
+    b = (dt * u.float())[:, :, None, :] * B.float()[:, None]
+    h = blelloch_scan(a, b)
+    y = (h * C.float()[:, None]).sum(2)
+    if D is not None:
+        y = y + D.float()[:, None] * u.float()
+    if z is not None:
+        y = y * F.silu(z.float())
+    return y.to(u.dtype), h[..., -1]
+
+
+@triton.jit
+def _stepwise_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, Dm, L,
+                     N: tl.constexpr, BD: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """No associative scan: one step after another, the state [BD, N] in registers."""
+    i_d, b = tl.program_id(0), tl.program_id(1)
+    d = i_d * BD + tl.arange(0, BD)
+    n = tl.arange(0, N)
+    md = d < Dm
+    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=md[:, None], other=0.0)
+    h = tl.zeros([BD, N], dtype=tl.float32)
+    for t in range(0, L):
+        off = (b * Dm + d) * L + t
+        u = tl.load(u_ptr + off, mask=md, other=0.0).to(tl.float32)
+        dt = tl.load(dt_ptr + off, mask=md, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt += tl.load(bias_ptr + d, mask=md, other=0.0)
+        if SOFTPLUS:
+            dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+        Bt = tl.load(B_ptr + (b * N + n) * L + t).to(tl.float32)
+        Ct = tl.load(C_ptr + (b * N + n) * L + t).to(tl.float32)
+        h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+        y = tl.sum(h * Ct[None, :], axis=1)
+        if HAS_D:
+            y += tl.load(D_ptr + d, mask=md, other=0.0) * u
+        if HAS_Z:
+            zz = tl.load(z_ptr + off, mask=md, other=0.0).to(tl.float32)
+            y = y * zz / (1.0 + tl.exp(-zz))
+        tl.store(out_ptr + off, y.to(out_ptr.dtype.element_ty), mask=md)
+    tl.store(last_ptr + (b * Dm + d)[:, None] * N + n[None, :], h, mask=md[:, None])
+
+
+def selective_scan_stepwise_kernel(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    u, delta, B, C = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
+    Bsz, Dm, L = u.shape
+    out = torch.empty_like(u)
+    last = torch.empty(Bsz, Dm, A.shape[1], device=u.device, dtype=torch.float32)
+    _stepwise_kernel[(triton.cdiv(Dm, 4), Bsz)](
+        u, delta, A.contiguous(), B, C, last if D is None else D.contiguous(), u if z is None else z.contiguous(),
+        last if delta_bias is None else delta_bias.contiguous(), out, last, Dm, L, N=A.shape[1], BD=4,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus))
+    return out, last
+
+
+def mamba_block_conv_module(x, params):
+    """nn.Conv1d's own padding (d_conv - 1 both sides, first L outputs kept), 8.3c's parallel scan inside."""
+    P = {n: p.float() for n, p in params.items()}
+    L, Di = x.shape[1], P["D"].shape[0]
+    xz = F.linear(x.float(), P["in_proj.weight"]).transpose(1, 2)
+    xs, z = xz[:, :Di], xz[:, Di:]
+    K = P["conv1d.weight"].shape[-1]
+    xc = F.silu(F.conv1d(xs, P["conv1d.weight"], P["conv1d.bias"], padding=K - 1, groups=Di)[..., :L])
+    R, N = P["dt_proj.weight"].shape[1], P["A_log"].shape[1]
+    dt, Bm, Cm = F.linear(xc.transpose(1, 2), P["x_proj.weight"]).split([R, N, N], dim=-1)
+    dt = F.linear(dt, P["dt_proj.weight"]).transpose(1, 2)  # bias left to the scan's delta_bias
+    y, _ = selective_scan_blelloch(xc, dt, -P["A_log"].exp(), Bm.transpose(1, 2), Cm.transpose(1, 2), P["D"], z,
+                                   P["dt_proj.bias"], True)
+    return F.linear(y.transpose(1, 2), P["out_proj.weight"]).to(x.dtype)
+
+
+@pytest.mark.parametrize("ex_id, fn", [
+    ("8.2", selective_scan_state_last),
+    ("8.3b", blelloch_scan),
+    ("8.3c", selective_scan_blelloch),
+    pytest.param("8.4", selective_scan_stepwise_kernel, marks=needs_interpreter),
+    ("8.5a", mamba_block_conv_module),
+], ids=lambda x: x if isinstance(x, str) else x.__name__)
+def test_correct_alternatives_pass(ex_id, fn):
+    grade(ex_id, fn, quiet=True, **CPU)
+
+
+@needs_interpreter
+def test_other_block_sizes_pass():
+    """The solution's launcher takes its block sizes as arguments: other powers of two pass too."""
+    fn = solution("8.4")
+    grade("8.4", lambda *a, **k: fn(*a, **k, BLOCK_D=8, BLOCK_L=16), quiet=True, **CPU)
+
+
+# ------------------------------------------------------------------------------------------ the checks of how
+
+
+def test_log_depth_check_counts_rounds_not_steps():
+    """Hillis-Steele and Blelloch pass the depth check; the same scan run chunk by chunk in a Python loop (right
+    values, depth growing with L) fails it."""
+    check = family.log_depth()
+
+    def chunked(a, b, chunk=32):
+        h, outs = None, []
+        for s in range(0, b.shape[-1], chunk):
+            part = solution("8.3b")(a[..., s:s + chunk], b[..., s:s + chunk])
+            if h is not None:
+                part = part + a[..., s:s + chunk].float().cumprod(-1).to(part.dtype) * h[..., None]
+            outs.append(part)
+            h = part[..., -1]
+        return torch.cat(outs, dim=-1)
+
+    from course_utils.grading.trial import Fail, Trial
+
+    def run(fn):
+        ex = EXERCISES["8.3b"]
+        check(Trial(ex, ex.cases(torch.device("cpu"), [torch.float32])[0], torch.device("cpu"), {}, "f"), fn)
+
+    run(solution("8.3b"))
+    run(blelloch_scan)
+    with pytest.raises(Fail, match="depth check"):
+        run(chunked)
+
+
+def test_notebook_kernel_loads_as_a_gpu_kernel(monkeypatch):
+    """On a GPU @triton.jit reads the kernel's source: the solution's kernel, loaded from the notebook without
+    running it, has one (what the lead's GPU run and the gradebook rely on)."""
+    from course_utils.authoring import SOLUTIONS
+    from course_utils.notebook_functions import load_namespace
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    namespace = load_namespace(SOLUTIONS / "08_mamba_selective_scan.ipynb")
+    kernel = namespace["selective_scan_kernel"]
+    assert isinstance(kernel, triton.runtime.jit.JITFunction), type(kernel)
+    assert "tl.associative_scan" in kernel.src
+
+
+def test_inputs_follow_the_case_flags():
+    case = EXERCISES["8.2"].cases(torch.device("cpu"), [torch.float32])[1]  # no options
+    plain = family.scan_inputs(case, torch.device("cpu"))
+    assert set(plain) == {"u", "delta", "A", "B", "C"} and (plain["delta"] > 0).all() and (plain["A"] < 0).all()
+    full = family.scan_inputs(EXERCISES["8.2"].cases(torch.device("cpu"), [torch.float32])[0], torch.device("cpu"))
+    assert {"D", "z", "delta_bias", "delta_softplus"} <= set(full) and (full["delta"] < 0).any()
