@@ -33,6 +33,7 @@ import triton.language as tl
 from course_utils.conventions import GATE_LAYOUT, QK_LAYOUT, STATE_LAYOUT, VO_LAYOUT, resolve_scale
 from course_utils.exercises.cases import bthd, case_list, generator, randn
 from course_utils.grading import Case, Exercise, Mistake, TensorOut, TupleOut, register
+from course_utils.grading.generic import BF16
 from course_utils.grading.how import forbid, launches_a_kernel
 from course_utils.grading.spec import Failure
 
@@ -84,6 +85,11 @@ RACE_HINT = ("two programs store to the same output block, each with a partial r
              "channels, or a value block without its program's offset): the last writer wins — here the "
              "interpreter runs programs in order, on a GPU the answer changes from run to run. Give every output "
              "block exactly one program (split V, not K: the read-out sums over K)")
+INPUT_DTYPE_STATE_HINT = ("the state is rounded to the inputs' dtype (bfloat16 here) at every step: in float32 cases "
+                          "that changes nothing, in bfloat16 the small updates of a long memory are lost. Keep S in "
+                          "float32 between steps/chunks and cast only what you store")
+# in a bfloat16 case a state rounded to bfloat16 and one rounded to the inputs' dtype are the same kernel: either hint
+STATE_DTYPE_SAYS = ("bfloat16", "Keep S in float32")
 BF16_STATE_HINT = ("the state loses precision: it is accumulated in bfloat16. Keep S in float32 "
                    "(tl.zeros(..., dtype=tl.float32)) across steps/chunks and cast only what you store")
 
@@ -536,6 +542,9 @@ def _recurrent_kernel(q_ptr, k_ptr, v_ptr, o_ptr, s0_ptr, sT_ptr, T, scale, H: t
         elif MISTAKE == "fp16_state":
             S = (S + k[:, None] * v[None, :]).to(tl.float16)
             o = tl.sum(S.to(tl.float32) * q[:, None], axis=0) * scale
+        elif MISTAKE == "state_in_input_dtype":
+            S = (S + k[:, None] * v[None, :]).to(q_ptr.dtype.element_ty).to(tl.float32)
+            o = tl.sum(S * q[:, None], axis=0) * scale
         else:
             S = S + k[:, None] * v[None, :]
             o = tl.sum(S * q[:, None], axis=0)
@@ -587,7 +596,7 @@ RECURRENT_KERNEL = register(Exercise(
         {"B": 1, "T": 24, "H": 2},
         {"B": 2, "T": 33, "H": 2, "initial_state": True},
         {"B": 1, "T": 21, "H": 3, "scale": 0.3, "initial_state": True, "noncontiguous": True},
-    ], 641, dtypes, half={"B": 1, "T": 24, "H": 2, "initial_state": True}),
+    ], 641, dtypes, half=[{"B": 1, "T": 24, "H": 2, "initial_state": True}, {"B": 1, "T": 256, "H": 1}]),
     make_inputs=_pick("q", "k", "v"),
     expected=_expected_recurrent,
     output=_recurrent_output,
@@ -615,6 +624,9 @@ RECURRENT_KERNEL = register(Exercise(
                 recurrent_wrong("race_split_k", split_k=2), RACE_HINT),
         Mistake("scale not applied", recurrent_wrong("no_scale", "no_scale"),
                 "missing scale? o_t = scale * q_t^T S_t with scale = K**-0.5 when scale=None"),
+        Mistake("state rounded to the inputs' dtype every step (bf16 inputs)",
+                recurrent_wrong("state_in_input_dtype", "state_in_input_dtype"), INPUT_DTYPE_STATE_HINT,
+                says=STATE_DTYPE_SAYS, options=BF16),
         Mistake("state accumulated in float16", recurrent_wrong("fp16_state", "fp16_state"),
                 "the state loses precision: keep S in float32 (tl.zeros(..., dtype=tl.float32)) and cast only "
                 "what you store; fla's kernels accumulate in float32 too"),
@@ -656,6 +668,8 @@ def _chunk_states_kernel(k_ptr, v_ptr, h_ptr, s0_ptr, sT_ptr, T, NT, H: tl.const
                 S = update
             elif MISTAKE == "bf16_state":
                 S = (S + update).to(tl.bfloat16).to(tl.float32)
+            elif MISTAKE == "state_in_input_dtype":
+                S = (S + update).to(k_ptr.dtype.element_ty).to(tl.float32)
             else:
                 S += update
     tl.store(sT_ptr + (b * H + h) * K * V + block, S)
@@ -752,7 +766,8 @@ CHUNKED_KERNELS = register(dataclasses.replace(
         {"B": 1, "T": 32, "H": 2, "chunk_size": 16},  # two whole chunks
         {"B": 2, "T": 45, "H": 2, "chunk_size": 16, "initial_state": True},  # the last chunk holds 13
         {"B": 1, "T": 40, "H": 3, "chunk_size": 32, "scale": 0.3, "initial_state": True, "noncontiguous": True},
-    ], 651, dtypes, half={"B": 1, "T": 40, "H": 2, "chunk_size": 16, "initial_state": True}),
+    ], 651, dtypes, half=[{"B": 1, "T": 40, "H": 2, "chunk_size": 16, "initial_state": True},
+                          {"B": 1, "T": 1024, "H": 1, "chunk_size": 16}]),  # long: rounding adds up
     make_inputs=_pick("q", "k", "v"),
     expected=_expected_chunked,
     mistakes=(
@@ -778,6 +793,9 @@ CHUNKED_KERNELS = register(dataclasses.replace(
         Mistake("race: every value-block program writes value block 0 of the states",
                 chunked_wrong("race_v_offset", "race_v_offset"), RACE_HINT),
         Mistake("chunk states accumulated in bfloat16", chunked_wrong("bf16_state", "bf16_state"), BF16_STATE_HINT),
+        Mistake("chunk states rounded to the inputs' dtype every chunk (bf16 inputs)",
+                chunked_wrong("state_in_input_dtype", "state_in_input_dtype"), INPUT_DTYPE_STATE_HINT,
+                says=STATE_DTYPE_SAYS, options=BF16),
         Mistake("chunk states computed in PyTorch, only the outputs in a kernel", chunked_states_in_pytorch,
                 says=("kernel check", "in PyTorch")),
     ),

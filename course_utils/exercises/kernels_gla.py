@@ -32,8 +32,16 @@ import triton.language as tl
 
 from course_utils.conventions import QK_LAYOUT, STATE_LAYOUT, VO_LAYOUT, resolve_scale
 from course_utils.exercises.cases import bthd, case_list, generator, randn
-from course_utils.exercises.kernels import BF16_STATE_HINT, KERNEL_CHECKS, RACE_HINT, _grid_note
+from course_utils.exercises.kernels import (
+    BF16_STATE_HINT,
+    INPUT_DTYPE_STATE_HINT,
+    KERNEL_CHECKS,
+    RACE_HINT,
+    STATE_DTYPE_SAYS,
+    _grid_note,
+)
 from course_utils.grading import Case, Exercise, Mistake, TensorOut, TupleOut, register
+from course_utils.grading.generic import BF16
 
 K_DIM, V_DIM = 16, 32  # as in kernels.py: powers of two >= 16, K != V so a transposed state shows
 BLOCK_V = 16  # value block of the wrong launchers: V_DIM = 32 makes two programs per (batch, head)
@@ -52,6 +60,8 @@ def gla_inputs(case: Case, device: torch.device) -> dict[str, Any]:
     v = bthd(gen, case, V_DIM, device)
     if case.get("strong_gates"):
         g = -(2.0 + 6.0 * torch.rand(B, T, H, K_DIM, generator=gen))  # over 16 steps: exp(-32) .. exp(-128)
+    elif case.get("slow_gates"):
+        g = -0.002 * torch.rand(B, T, H, K_DIM, generator=gen)  # half-lives of 350 steps and more
     else:
         g = F.logsigmoid(randn(gen, B, T, H, K_DIM) + 2.0) / 2  # mostly mild: decays near 0.95 a step
     g = g.to(device, case.dtype)
@@ -117,6 +127,8 @@ def _gla_recurrent_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, s0_ptr, sT_ptr, T, 
             S = k[:, None] * v[None, :]
         elif MISTAKE == "bf16_state":
             S = (S * tl.exp(g)[:, None] + k[:, None] * v[None, :]).to(tl.bfloat16).to(tl.float32)
+        elif MISTAKE == "state_in_input_dtype":
+            S = (S * tl.exp(g)[:, None] + k[:, None] * v[None, :]).to(q_ptr.dtype.element_ty).to(tl.float32)
         else:
             S = S * tl.exp(g)[:, None] + k[:, None] * v[None, :]
         o = tl.sum(S * q[:, None], axis=0) * scale
@@ -157,7 +169,8 @@ GLA_RECURRENT = register(Exercise(
         {"B": 2, "T": 33, "H": 2, "initial_state": True},
         {"B": 1, "T": 21, "H": 3, "scale": 0.3, "initial_state": True, "noncontiguous": True},
         {"B": 1, "T": 20, "H": 2, "strong_gates": True, "initial_state": True},
-    ], 661, dtypes, half={"B": 1, "T": 24, "H": 2, "initial_state": True}),
+    ], 661, dtypes, half=[{"B": 1, "T": 24, "H": 2, "initial_state": True},
+                          {"B": 1, "T": 256, "H": 1, "slow_gates": True}]),  # long memory: rounding adds up
     make_inputs=gla_inputs,
     expected=_expected("recurrent"),
     output=_gla_output,
@@ -190,6 +203,9 @@ GLA_RECURRENT = register(Exercise(
         Mistake("race: key channels split across programs that store the same o block",
                 gla_recurrent_wrong("race_split_k", split_k=2), RACE_HINT),
         Mistake("state accumulated in bfloat16", gla_recurrent_wrong("bf16_state", "bf16_state"), BF16_STATE_HINT),
+        Mistake("state rounded to the inputs' dtype every step (bf16 inputs)",
+                gla_recurrent_wrong("state_in_input_dtype", "state_in_input_dtype"), INPUT_DTYPE_STATE_HINT,
+                says=STATE_DTYPE_SAYS, options=BF16),
     ),
 ))
 
@@ -237,6 +253,8 @@ def _gla_states_kernel(k_ptr, v_ptr, g_ptr, h_ptr, s0_ptr, sT_ptr, T, NT, H: tl.
                 S = update
             elif MISTAKE == "bf16_state":
                 S = (S * decay + update).to(tl.bfloat16).to(tl.float32)
+            elif MISTAKE == "state_in_input_dtype":
+                S = (S * decay + update).to(k_ptr.dtype.element_ty).to(tl.float32)
             else:
                 S = S * decay + update
     tl.store(sT_ptr + (b * H + h) * K * V + block, S)
@@ -366,7 +384,8 @@ CHUNK_GLA = register(dataclasses.replace(
         {"B": 2, "T": 45, "H": 2, "chunk_size": 16, "initial_state": True},  # the last chunk holds 13
         {"B": 1, "T": 40, "H": 3, "chunk_size": 32, "scale": 0.3, "initial_state": True, "noncontiguous": True},
         {"B": 1, "T": 50, "H": 2, "chunk_size": 32, "strong_gates": True, "initial_state": True},
-    ], 671, dtypes, half={"B": 1, "T": 40, "H": 2, "chunk_size": 32, "initial_state": True}),
+    ], 671, dtypes, half=[{"B": 1, "T": 40, "H": 2, "chunk_size": 32, "initial_state": True},
+                          {"B": 1, "T": 1024, "H": 1, "chunk_size": 16, "slow_gates": True}]),
     expected=_expected("chunk"),
     nan_hint=UNSTABLE_HINT,
     mistakes=(
@@ -386,6 +405,9 @@ CHUNK_GLA = register(dataclasses.replace(
         Mistake("initial_state ignored", chunk_gla_wrong("ignores_initial_state", "ignores_initial_state"),
                 "ignores initial_state: the first chunk's state is initial_state (zeros only when None)"),
         Mistake("state accumulated in bfloat16", chunk_gla_wrong("bf16_state", "bf16_state"), BF16_STATE_HINT),
+        Mistake("chunk states rounded to the inputs' dtype every chunk (bf16 inputs)",
+                chunk_gla_wrong("state_in_input_dtype", "state_in_input_dtype"), INPUT_DTYPE_STATE_HINT,
+                says=STATE_DTYPE_SAYS, options=BF16),
         Mistake("race: every value-block program writes value block 0 of the states",
                 chunk_gla_wrong("race_v_offset", "race_v_offset"), RACE_HINT),
         Mistake("states kernel walks T // chunk_size chunks (ragged last chunk left out)",
