@@ -6,6 +6,7 @@ All on the CPU (the libraries' pure-PyTorch references), small sizes: the file r
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -568,3 +569,32 @@ def test_import_is_lazy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_gated_delta_rule_gradients_on_a_gpu_avoid_the_kernel_without_backward(monkeypatch):
+    """fla 0.6.0's fused_recurrent_gated_delta_rule raises NotImplementedError in backward (seen on an H200 in
+    5.4's gradient case): on a GPU, mode="recurrent" with gradients needed must run the naive recurrence."""
+    module = importlib.import_module("course_utils.refs.delta_rule")  # the module (refs.delta_rule is the function)
+
+    class NoKernels:  # the fla ops module: any kernel call is a test failure
+        def __getattr__(self, name):
+            raise AssertionError(f"called fla kernel {name} where gradients are needed")
+
+    real_import = module.import_fla
+    monkeypatch.setattr(module, "on_cuda", lambda x: True)
+    monkeypatch.setattr(module, "import_fla",
+                        lambda name: NoKernels() if name == "fla.ops.gated_delta_rule" else real_import(name))
+    gen = torch.Generator().manual_seed(5)
+    B, T, H, K, V = 1, 9, 2, 8, 4
+    q, k = (torch.randn(B, T, H, K, generator=gen) for _ in range(2))
+    k = F.normalize(k, dim=-1).requires_grad_()
+    v = torch.randn(B, T, H, V, generator=gen)
+    g = F.logsigmoid(torch.randn(B, T, H, generator=gen))
+    beta = torch.rand(B, T, H, generator=gen)
+    with refs.backends_used() as used:
+        o, _ = refs.gated_delta_rule(q, k, v, g, beta, mode="recurrent")
+    o.sum().backward()
+    assert k.grad is not None and torch.isfinite(k.grad).all()
+    assert any("naive_recurrent_gated_delta_rule" in u and "no backward" in u for u in used), used
+    with torch.no_grad(), pytest.raises(AssertionError, match="called fla kernel fused_recurrent"):
+        refs.gated_delta_rule(q, k, v, g, beta, mode="recurrent")  # no gradients: the kernel is used

@@ -12,7 +12,8 @@ k is usually L2-normalised (as in DeltaNet); with |k|^2 beta > 2 the recurrence 
 
 CUDA: fla `chunk_delta_rule` / `chunk_gated_delta_rule` ("auto"/"chunk"; chunk_delta_rule refuses
 float32, so fp32 inputs run `fused_recurrent_delta_rule`) or `fused_recurrent_*` ("recurrent").
-CPU: fla `delta_rule_recurrence` / `naive_recurrent_gated_delta_rule` ("auto"/"recurrent"), or
+CPU: fla `delta_rule_recurrence` / `naive_recurrent_gated_delta_rule` ("auto"/"recurrent"; the latter also on a
+GPU when gradients are needed: `fused_recurrent_gated_delta_rule` has no backward), or
 `delta_rule_chunkwise` / `naive_chunk_gated_delta_rule` ("chunk").
 """
 
@@ -153,7 +154,12 @@ def gated_delta_rule(
     """
     scale, S0 = _check("gated_delta_rule", q, k, v, beta, g, scale, initial_state, mode)
 
-    if on_cuda(q):
+    note = ""
+    if on_cuda(q) and mode == "recurrent" and _wants_grad(q, k, v, g, beta, S0):
+        # fla 0.6.0's fused_recurrent_gated_delta_rule has no backward (it raises NotImplementedError, seen on an
+        # H200): its naive recurrence, plain differentiable PyTorch, runs on the GPU instead.
+        note = "fused_recurrent_gated_delta_rule has no backward"
+    elif on_cuda(q):
         ops = import_fla("fla.ops.gated_delta_rule")
         op = ops.fused_recurrent_gated_delta_rule if mode == "recurrent" else ops.chunk_gated_delta_rule
         # fused_recurrent_gated_delta_rule's positional order is (q, k, v, g, gk, gv, beta): keywords only.
@@ -190,5 +196,10 @@ def gated_delta_rule(
         o, S = naive.naive_recurrent_gated_delta_rule(
             q=q, k=k, v=v, beta=beta, g=g, scale=scale, initial_state=S0, output_final_state=True
         )
-        record("fla.ops.gated_delta_rule.naive_recurrent_gated_delta_rule", q.device)
+        record("fla.ops.gated_delta_rule.naive_recurrent_gated_delta_rule", q.device, note)
     return o.to(q.dtype), S.float()
+
+
+def _wants_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd will ask for gradients of any of `tensors` (None entries are skipped)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
