@@ -15,7 +15,7 @@ tensors run the libraries' own pure-PyTorch references (fla `naive_*`, mamba-ssm
 | simple_gla   | simple_gla                                                               |
 | retention    | retention, retention_gammas                                              |
 | delta_rule   | delta_rule, gated_delta_rule                                             |
-| ssm          | selective_scan, selective_state_update, ssd                              |
+| ssm          | selective_scan, selective_state_update, ssd, mamba_block                 |
 | discretize   | discretize_zoh, discretize_bilinear                                      |
 """
 
@@ -27,7 +27,7 @@ from course_utils.refs.gla import gla
 from course_utils.refs.linear_attn import linear_attention
 from course_utils.refs.retention import retention, retention_gammas
 from course_utils.refs.simple_gla import simple_gla
-from course_utils.refs.ssm import selective_scan, selective_state_update, ssd
+from course_utils.refs.ssm import mamba_block, selective_scan, selective_state_update, ssd
 
 __all__ = [
     "backends_used",
@@ -38,6 +38,7 @@ __all__ = [
     "gla",
     "last_backend",
     "linear_attention",
+    "mamba_block",
     "linear_attention_noncausal",
     "retention",
     "retention_gammas",
