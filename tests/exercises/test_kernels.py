@@ -193,8 +193,9 @@ def gla_recurrent_one_program_per_head(q, k, v, g, scale=None, initial_state=Non
 
 
 def chunk_gla_small_blocks(q, k, v, g, scale=None, initial_state=None, output_final_state=True, chunk_size=16):
-    """The solution's 6.7 with the smallest blocks: the state kernel split over K too (BK = 8, two key blocks)."""
-    return solution("6.7")(q, k, v, g, scale, initial_state, output_final_state, chunk_size, BK=8, BV=16)
+    """The solution's 6.7 with the smallest blocks: value blocks of 16 (two per head), one warp per program."""
+    return solution("6.7")(q, k, v, g, scale, initial_state, output_final_state, chunk_size, BK=16, BV=16,
+                           num_warps=1, states_num_warps=1)
 
 
 @pytest.mark.parametrize("ex_id, fn", [
@@ -221,6 +222,24 @@ def test_other_block_sizes_pass():
     grade("6.7", lambda q, k, v, g, scale=None, initial_state=None, output_final_state=True, chunk_size=16:
           solution("6.7")(q, k, v, g, scale, initial_state, output_final_state, chunk_size, BV=32, BC=16),
           quiet=True, **CPU)
+
+
+@pytest.mark.parametrize("K, V, T", [(32, 48, 70), (100, 16, 33)], ids=["K32-V48-T70", "K100-V16-T33"])
+def test_gla_kernels_take_any_head_dims(K, V, T):
+    """Beyond the graded K = 16, V = 32: K split across the state kernel's programs (BK = 16 < K), K and V not powers
+    of two (masked blocks), against fla's naive recurrence."""
+    from fla.ops.gla.naive import naive_recurrent_gla
+
+    gen = torch.Generator().manual_seed(K + V + T)
+    q, k = torch.randn(1, T, 2, K, generator=gen), torch.randn(1, T, 2, K, generator=gen)
+    v = torch.randn(1, T, 2, V, generator=gen)
+    g = torch.nn.functional.logsigmoid(torch.randn(1, T, 2, K, generator=gen)) / 4
+    s0 = torch.randn(1, 2, K, V, generator=gen)
+    o_ref, S_ref = naive_recurrent_gla(q, k, v, g, initial_state=s0, output_final_state=True)
+    for o, S in (solution("6.6")(q, k, v, g, initial_state=s0, BV=16),
+                 solution("6.7")(q, k, v, g, initial_state=s0, chunk_size=32, BK=16, BV=16)):
+        torch.testing.assert_close(o, o_ref, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(S, S_ref, rtol=1e-4, atol=1e-4)
 
 
 def test_gla_kernels_skip_the_final_state_on_request():
