@@ -90,3 +90,26 @@ def test_clear_errors(layer):
         mamba_block(torch.nn.Linear(16, 16), torch.randn(1, 5, 16))
     with pytest.raises(ValueError, match=r"x must be 3-D \[B, L, d_model\]"):
         mamba_block(layer, torch.randn(5, 16))
+
+
+def test_nested_calls_restore_in_turn(layer):
+    """A call inside a call (here from a forward pre-hook, while the outer call's swap is active) computes the same
+    as on its own, and the module's functions and both layers' fast-path flags are restored afterwards."""
+    from mamba_ssm import Mamba
+    from mamba_ssm.modules import mamba_simple
+
+    torch.manual_seed(3)
+    other = Mamba(16, d_state=8, d_conv=4, expand=2)
+    x = torch.randn(1, 9, 16, generator=torch.Generator().manual_seed(4))
+    before = (mamba_simple.selective_scan_fn, mamba_simple.causal_conv1d_fn)
+    with torch.no_grad():
+        alone = mamba_block(other, x)
+        inner = []
+        handle = layer.register_forward_pre_hook(lambda module, args: inner.append(mamba_block(other, args[0])))
+        try:
+            mamba_block(layer, x)
+        finally:
+            handle.remove()
+    assert torch.equal(inner[0], alone)
+    assert (mamba_simple.selective_scan_fn, mamba_simple.causal_conv1d_fn) == before
+    assert layer.use_fast_path is True and other.use_fast_path is True

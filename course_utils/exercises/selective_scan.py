@@ -112,14 +112,17 @@ NO_SKIP = "missing the D skip: out_t = C_t · h_t + D * u_t (D is a per-channel 
 GATE_SIGMOID = ("the gate is SiLU, not a sigmoid: out *= silu(z) = z * sigmoid(z) (Mamba's gate branch, §3.4, "
                 "Figure 3)")
 NO_GATE = "ignores z: when z is given, out_t is multiplied by silu(z_t)"
+SKIP_AFTER_GATE = ("the D skip is added after the gate: it is part of the SSM's output, which the gate multiplies — "
+                   "out_t = (C_t · h_t + D u_t) * silu(z_t) (selective_scan_ref)")
 NO_SOFTPLUS = ("Δ without softplus: with delta_softplus=True the step size is softplus(delta + delta_bias), "
                "which keeps it positive (§3.2: s_Δ then τ_Δ = softplus)")
 SOFTPLUS_TWICE = ("softplus applied twice, or when delta_softplus=False: the step size is softplus(delta + "
                   "delta_bias) exactly once when delta_softplus=True, and delta + delta_bias as it is otherwise")
-NO_BIAS = "missing delta_bias: the step size is softplus(delta + delta_bias[d]) (the bias is added before softplus)"
+NO_BIAS = ("missing delta_bias: the step size is delta + delta_bias[d], put through softplus when delta_softplus=True "
+           "(the bias is added first, with or without softplus)")
 BIAS_AFTER = "delta_bias added after softplus: mamba-ssm adds it first, softplus(delta + delta_bias)"
 ZOH_B = ("B̄ by exact zero-order hold, (exp(ΔA) − 1)/A · B: mamba-ssm discretises A exactly but B with the "
-         "simpler Euler step, B̄ = Δ B (§3.2, footnote; selective_scan_ref's deltaB_u = Δ B u)")
+         "simpler Euler step, B̄ = Δ B (selective_scan_ref's deltaB_u = Δ B u; state-spaces/mamba issue #114)")
 A_NO_DELTA = "Ā = exp(Δ A): the step size multiplies A inside the exponential, not exp(A)"
 EULER_A = "Ā = exp(Δ A) exactly, not its first-order approximation 1 + Δ A"
 NO_CARRY = ("the state is not carried from step to step: h_t = Ā_t h_{t-1} + B̄_t u_t keeps every earlier input "
@@ -183,12 +186,13 @@ Scan = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 def scan_core(*, disc: str = "right", softplus: str = "right", bias: str = "right", off_by_one: bool = False,
-              skip: bool = True, gate: str = "silu", carry: bool = True, last: str = "right",
+              skip: bool | str = True, gate: str = "silu", carry: bool = True, last: str = "right",
               reverse: bool = False) -> Scan:
     """selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> (out, last_state) step by step in
     float32, with at most the mistakes asked for.
 
-    disc: see _discretized; softplus, bias: see _step_size; off_by_one: y_t reads h_{t-1}; skip=False: no D;
+    disc: see _discretized; softplus, bias: see _step_size; off_by_one: y_t reads h_{t-1}; skip=False: no D,
+    skip="after_gate": D u added after the gate;
     gate: "silu", "sigmoid", "none"; carry=False: h_t forgets h_{t-1}; last: "right", "before_last";
     reverse: runs t = L-1 .. 0.
     """
@@ -209,11 +213,13 @@ def scan_core(*, disc: str = "right", softplus: str = "right", bias: str = "righ
         if reverse:
             ys = ys[::-1]
         out = torch.stack(ys, dim=2)
-        if D is not None and skip:
+        if D is not None and skip is True:
             out = out + D.float()[:, None] * uf
         if z is not None and gate != "none":
             zf = z.float()
             out = out * (torch.sigmoid(zf) if gate == "sigmoid" else F.silu(zf))
+        if D is not None and skip == "after_gate":
+            out = out + D.float()[:, None] * uf
         return out.to(u.dtype), (h_before if last == "before_last" else h)
 
     return run
@@ -230,6 +236,7 @@ def scan_mistakes() -> tuple[Mistake, ...]:
     return (
         m("output from h_{t-1} (off by one)", OFF_BY_ONE, off_by_one=True),
         m("missing D skip", NO_SKIP, skip=False),
+        m("D skip added after the gate", SKIP_AFTER_GATE, skip="after_gate"),
         m("z gate with sigmoid", GATE_SIGMOID, gate="sigmoid"),
         m("z ignored", NO_GATE, gate="none"),
         m("delta without softplus", NO_SOFTPLUS, softplus="none"),
@@ -254,7 +261,7 @@ def _calls_refs(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softpl
 
 SCAN_CASES = [
     {"B": 2, "D": 8, "L": 40, "N": 16, "skip": True, "gate": True, "bias": True, "softplus": True},
-    {"B": 1, "D": 8, "L": 33, "N": 16},
+    {"B": 1, "D": 8, "L": 33, "N": 16, "bias": True},  # delta_bias without softplus: still added
     {"B": 2, "D": 12, "L": 64, "N": 8, "softplus": True},
     {"B": 2, "D": 6, "L": 50, "N": 16, "skip": True, "gate": True, "bias": True, "softplus": True,
      "noncontiguous": True},
@@ -628,6 +635,18 @@ def _loop_as_parallel(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     return scan_core()(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
+def _scanned_along_n(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """8.3b's scan applied to [B, D, L, N] as it is: along N, not along time."""
+    deltaA, deltaB_u = _discretized(u, _step_size(delta, delta_bias, delta_softplus, "right", "right"), A, B)
+    h = parallel_wrong("scan")(deltaA, deltaB_u)  # [B, D, L, N], scanned over its last dim
+    out = torch.einsum("bdln,bnl->bdl", h, C.float())
+    if D is not None:
+        out = out + D.float()[:, None] * u.float()
+    if z is not None:
+        out = out * F.silu(z.float())
+    return out.to(u.dtype), h[:, :, -1]
+
+
 register(dataclasses.replace(
     SCAN_SPEC,
     id="8.3c",
@@ -639,6 +658,10 @@ register(dataclasses.replace(
                   log_depth(probe=_scan_probe, what="selective scan")),
     mistakes=scan_mistakes() + (
         Mistake("loops over t (Exercise 8.2)", _named(_loop_as_parallel, "loop_over_t"), says=("depth check",)),
+        Mistake("scanned along N instead of L", _named(_scanned_along_n, "scanned_along_n"),
+                "parallel_scan runs along the LAST dim, and deltaA, deltaB_u are [B, D, L, N]: scanned as they are, "
+                "the recurrence runs over the state index n instead of time. Move L last ([B, D, N, L], "
+                "transpose(2, 3)) before the scan"),
     ),
 ))
 
@@ -750,6 +773,109 @@ def _scan_in_pytorch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
     return scan_core()(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
+def _jit_python_function(obj: Any) -> Any:
+    """The Python function behind a @triton.jit object (compiled or interpreted), else None."""
+    fn = getattr(obj, "fn", None)
+    return fn if isinstance(obj, triton.runtime.jit.KernelInterface) and callable(fn) else None
+
+
+def kernel_names(fn: Callable[..., Any], depth: int = 4) -> set[str]:
+    """The names used by every @triton.jit function that fn can reach through names in its code (its
+    launcher's globals and closure, the kernels, the @triton.jit helpers they call), depth levels deep."""
+    names: set[str] = set()
+    seen: set[int] = set()
+
+    def code_names(code: Any) -> set[str]:
+        out = set(code.co_names)
+        for const in code.co_consts:
+            if hasattr(const, "co_names"):
+                out |= code_names(const)
+        return out
+
+    def visit(f: Any, in_kernel: bool, level: int) -> None:
+        f = getattr(f, "__func__", f)
+        if id(f) in seen or level > depth or not hasattr(f, "__code__"):
+            return
+        seen.add(id(f))
+        used = code_names(f.__code__)
+        if in_kernel:
+            names.update(used)
+        scope = dict(getattr(f, "__globals__", {}))
+        for cell_name, cell in zip(f.__code__.co_freevars, f.__closure__ or ()):
+            try:
+                scope[cell_name] = cell.cell_contents
+            except ValueError:  # an empty cell
+                pass
+        for name in used | set(f.__code__.co_freevars):
+            obj = scope.get(name)
+            jit_fn = _jit_python_function(obj)
+            if jit_fn is not None:
+                visit(jit_fn, True, level + 1)
+            elif callable(obj) and hasattr(getattr(obj, "__func__", obj), "__code__"):
+                visit(obj, in_kernel, level + 1)
+
+    visit(fn, False, 0)
+    return names
+
+
+def uses_associative_scan(trial: Trial, fn: Callable[..., Any]) -> None:
+    """A check that the kernels fn launches scan with tl.associative_scan (read from their code, not run)."""
+    if "associative_scan" not in kernel_names(fn):
+        fail("scan check: none of the @triton.jit functions your function launches calls tl.associative_scan — "
+             "Exercise 8.4 is the chunked associative scan of §3.3; a loop over the steps inside the kernel gives "
+             "the right values, but it is 8.2's sequential loop moved onto the GPU",
+             "load a chunk of BLOCK_L steps, build Ā and B̄u for it as [BLOCK_D, N, BLOCK_L] blocks and scan them "
+             "along the chunk: tl.associative_scan((dA, dBu), axis=2, combine_fn=first_order); then carry the "
+             "state into the next chunk")
+
+
+@triton.jit
+def _stepwise_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, Dm, L,
+                     N: tl.constexpr, BD: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """Right values without a scan: one step after another, the state [BD, N] in registers."""
+    i_d, b = tl.program_id(0), tl.program_id(1)
+    d = i_d * BD + tl.arange(0, BD)
+    n = tl.arange(0, N)
+    md = d < Dm
+    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=md[:, None], other=0.0)
+    h = tl.zeros([BD, N], dtype=tl.float32)
+    for t in range(0, L):
+        off = (b * Dm + d) * L + t
+        u = tl.load(u_ptr + off, mask=md, other=0.0).to(tl.float32)
+        dt = tl.load(dt_ptr + off, mask=md, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt += tl.load(bias_ptr + d, mask=md, other=0.0)
+        if SOFTPLUS:
+            dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+        Bt = tl.load(B_ptr + (b * N + n) * L + t).to(tl.float32)
+        Ct = tl.load(C_ptr + (b * N + n) * L + t).to(tl.float32)
+        h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+        y = tl.sum(h * Ct[None, :], axis=1)
+        if HAS_D:
+            y += tl.load(D_ptr + d, mask=md, other=0.0) * u
+        if HAS_Z:
+            zz = tl.load(z_ptr + off, mask=md, other=0.0).to(tl.float32)
+            y = y * zz / (1.0 + tl.exp(-zz))
+        tl.store(out_ptr + off, y.to(out_ptr.dtype.element_ty), mask=md)
+    tl.store(last_ptr + (b * Dm + d)[:, None] * N + n[None, :], h, mask=md[:, None])
+
+
+def stepwise_kernel_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """selective_scan_triton's values from _stepwise_kernel: a kernel, but no associative scan."""
+    u, delta, B, C = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
+    Bsz, Dm, L = u.shape
+    out = torch.empty_like(u)
+    last = torch.empty(Bsz, Dm, A.shape[1], device=u.device, dtype=torch.float32)
+    dummy = A.new_zeros(Dm)
+    _stepwise_kernel[(triton.cdiv(Dm, 4), Bsz)](
+        u, delta, A.float().contiguous(), B, C, dummy if D is None else D.float().contiguous(),
+        u if z is None else z.contiguous(), dummy if delta_bias is None else delta_bias.float().contiguous(), out,
+        last, Dm, L, N=A.shape[1], BD=4, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus))
+    return out, last
+
+
 register(dataclasses.replace(
     SCAN_SPEC,
     id="8.4",
@@ -759,12 +885,12 @@ register(dataclasses.replace(
     # small D and N: Triton's interpreter runs a custom-operator scan one element at a time (~0.05 ms each)
     cases=lambda device, dtypes: case_list({}, [
         {"B": 1, "D": 8, "L": 80, "N": 4, "skip": True, "gate": True, "bias": True, "softplus": True},
-        {"B": 2, "D": 12, "L": 45, "N": 8},
+        {"B": 2, "D": 12, "L": 45, "N": 8, "bias": True},
         {"B": 2, "D": 6, "L": 200, "N": 4, "skip": True, "gate": True, "bias": True, "softplus": True,
          "noncontiguous": True},
     ], 841, dtypes, half={"B": 1, "D": 8, "L": 64, "N": 4, "skip": True, "gate": True, "bias": True,
                           "softplus": True}),
-    extra_checks=(forbid(), launches_a_kernel),
+    extra_checks=(forbid(), launches_a_kernel, uses_associative_scan),
     mistakes=(
         Mistake("state not carried across chunks", triton_wrong("no_carry", "no_carry"),
                 "the state is not carried from chunk to chunk: each chunk's scan starts from the state the "
@@ -781,6 +907,7 @@ register(dataclasses.replace(
                 "chunk must leave the state as it is — Ā = 1 and B̄ u = 0 there (Δ = 0 does both)"),
         Mistake("computed in PyTorch, no kernel", _named(_scan_in_pytorch, "scan_in_pytorch"),
                 says=("kernel check",)),
+        Mistake("a step-by-step loop in the kernel", stepwise_kernel_scan, says=("scan check", "tl.associative_scan")),
     ),
 ))
 
@@ -929,8 +1056,12 @@ register(Exercise(
                 "A = −exp(A_log): the layer stores the log of −A, which keeps A negative (the state decays)"),
         Mistake("A = exp(A_log)", block_wrong("a_positive", A_from="positive"),
                 "A = −exp(A_log) < 0: a positive A makes Ā = exp(Δ A) > 1 and the state grows"),
-        Mistake("dt without softplus", block_wrong("no_softplus", softplus="none"), NO_SOFTPLUS),
-        Mistake("missing dt bias", block_wrong("no_bias", bias="none"), NO_BIAS),
+        Mistake("dt without softplus", block_wrong("no_softplus", softplus="none"),
+                "Δ without softplus: Δ = softplus(dt_proj.weight @ dt + dt_proj.bias), which keeps the step size "
+                "positive (§3.2: τ_Δ = softplus); the scan's delta_softplus=True does it"),
+        Mistake("missing dt bias", block_wrong("no_bias", bias="none"),
+                "missing dt_proj.bias: Δ = softplus(dt_proj.weight @ dt + dt_proj.bias) — the bias is added before "
+                "softplus (in the selection, or as the scan's delta_bias)"),
         Mistake("missing D skip", block_wrong("no_skip", skip=False), NO_SKIP),
         Mistake("B and C swapped", block_wrong("b_c_swapped", order="dt_C_B"),
                 "x_proj's output splits as [dt (R rows), B (N), C (N)]; B writes the state, C reads it"),
@@ -1024,8 +1155,12 @@ register(Exercise(
                 "the old state is not decayed: h = exp(Δ A) ⊙ h + Δ B x"),
         Mistake("missing D skip", step_wrong("no_skip", skip=False), NO_SKIP),
         Mistake("z gate with sigmoid", step_wrong("gate_sigmoid", gate="sigmoid"), GATE_SIGMOID),
-        Mistake("dt without softplus", step_wrong("no_softplus", softplus="none"), NO_SOFTPLUS),
-        Mistake("missing dt_bias", step_wrong("no_bias", bias="none"), NO_BIAS),
+        Mistake("dt without softplus", step_wrong("no_softplus", softplus="none"),
+                "Δ without softplus: with dt_softplus=True the step size is softplus(dt + dt_bias), which keeps it "
+                "positive (§3.2: τ_Δ = softplus)"),
+        Mistake("missing dt_bias", step_wrong("no_bias", bias="none"),
+                "missing dt_bias: the step size is dt + dt_bias[d], put through softplus when dt_softplus=True "
+                "(the bias is added first)"),
         Mistake("exact ZOH for B", step_wrong("zoh_b", disc="zoh_b"), ZOH_B),
     ),
 ))

@@ -271,7 +271,8 @@ def mamba_block(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
       sides, the output cut to the first L steps: causal) and calls `selective_scan_fn`, which needs the
       extension. For the duration of the call `mamba_ssm.modules.mamba_simple.selective_scan_fn` is swapped
       for mamba-ssm's `selective_scan_ref` (same arguments, same results, pure PyTorch); the fast path is
-      switched off for the call too, as it needs CUDA kernels.
+      switched off for the call too, as it needs CUDA kernels, and on a CPU causal-conv1d's function (CUDA only)
+      is hidden, so that the layer convolves with its nn.Conv1d. Which of these ran: `course_utils.refs.last_backend()`.
     """
     fn = "mamba_block"
     check_tensor(fn, "x", x, "[B, L, d_model]")
@@ -297,12 +298,14 @@ def mamba_block(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
 
-    saved_scan, saved_fast = mamba_simple.selective_scan_fn, layer.use_fast_path
+    saved = mamba_simple.selective_scan_fn, mamba_simple.causal_conv1d_fn, layer.use_fast_path
     mamba_simple.selective_scan_fn, layer.use_fast_path = selective_scan_ref, False
+    if not on_cuda(x):  # causal-conv1d's kernel, where installed, runs on CUDA only: nn.Conv1d instead
+        mamba_simple.causal_conv1d_fn = None
     try:
         y = layer(xin)
-    finally:
-        mamba_simple.selective_scan_fn, layer.use_fast_path = saved_scan, saved_fast
+    finally:  # restored on success and on error; nested calls restore in turn
+        mamba_simple.selective_scan_fn, mamba_simple.causal_conv1d_fn, layer.use_fast_path = saved
     note = "mamba-ssm CUDA extension not built" if on_cuda(x) else ""
     record("mamba_ssm.Mamba (reference path, selective_scan_ref)", x.device, note)
     return y.to(x.dtype)
