@@ -34,8 +34,8 @@ import torch
 from course_utils.exercises.cases import case_list, generator, randn
 from course_utils.grading import Case, Exercise, Failure, Mistake, TensorOut, Trial, TupleOut, fail, register
 from course_utils.grading.how import FORBIDDEN_PACKAGES, TorchCalls, forbid, library_calls, no_quadratic_memory
+from course_utils.grading.spec import dtype_name
 
-S4 = "S4 paper"
 
 # ================================================================================================
 # 7.1 discretisation
@@ -83,11 +83,38 @@ def _disc_reference(method: str) -> Callable[[dict[str, Any], Case], Any]:
 
 
 def column_hint(f: Failure) -> str | None:
-    """A B-like output returned as a vector [N] (or a row) instead of the column [N, M] the conventions use."""
-    if f.kind == "shape" and f.name in ("B", "Bb") and isinstance(f.got, torch.Tensor):
+    """Shape hints for a B-like output: a vector [N] (or a row) instead of the column [N, M] the conventions use,
+    or a matrix [N, N] (B itself left out of Bb)."""
+    if f.kind != "shape" or f.name not in ("B", "Bb") or not isinstance(f.got, torch.Tensor):
+        return None
+    if f.got.numel() == f.expected.numel():
         return (f"{f.name} is a column [N, 1] (course_utils.conventions: B [N, 1], C [1, N]), so that "
                 f"A @ x + B * u and C @ x keep their shapes: return {f.name}[:, None] (or .reshape(-1, 1))")
+    if f.name == "Bb" and f.got.shape == (f.expected.shape[0],) * 2:
+        return "Bb has the shape of A: is B missing? Bb ends with B, Bb = (...) @ B, a column [N, M] like B"
     return None
+
+
+def _disc_explain_value(f: Failure) -> str | None:
+    """A value failure on a HiPPO case that is far off: what an eigendecomposition does to that matrix."""
+    if f.kind == "value" and f.case.get("hippo") and f.info.get("err", 0.0) > 1e-2:
+        return (f"this case's A is HiPPO-LegS (N={f.case['N']}), far from normal: if you go through an "
+                "eigendecomposition, V exp(dt Λ) V^-1, its eigenvectors are so ill-conditioned (S4 §3.1) that every "
+                "digit is lost. torch.linalg.matrix_exp (scaling and squaring) does not diagonalise")
+    return None
+
+
+def _disc_diagnose(f: Failure) -> str | None:
+    return column_hint(f) or _disc_explain_value(f)
+
+
+LINALG_LOW_PRECISION = ("torch.linalg (matrix_exp, solve, inv) does not compute in float16 / bfloat16: compute in "
+                        "float32 or float64 (A.double()) and return the results in A's dtype (.to(A.dtype))")
+
+
+def _low_precision_hint(hint: str) -> Callable[[Case], str | None]:
+    """An exception hint shown in the float16 / bfloat16 cases only (a GPU's, or the tests')."""
+    return lambda case: hint if case.dtype in (torch.float16, torch.bfloat16) else None
 
 
 def _b_vector(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -139,6 +166,7 @@ RULES: dict[str, Rule] = {
     "zoh_no_inverse": lambda A, B, dt, I: (_expm(dt * A), (_expm(dt * A) - I) @ B),
     "zoh_times_a": lambda A, B, dt, I: (_expm(dt * A), A @ (_expm(dt * A) - I) @ B),
     "zoh_transposed": lambda A, B, dt, I: RULES["zoh"](A.T, B, dt, I),
+    "zoh_bb_extra_dt": lambda A, B, dt, I: (_expm(dt * A), dt * RULES["zoh"](A, B, dt, I)[1]),
     # the bilinear rule's mistakes
     "bilinear_sign": lambda A, B, dt, I: RULES["bilinear"](-A, B, dt, I),
     "bilinear_no_half": lambda A, B, dt, I: RULES["bilinear"](A, B, 2 * dt, I)[0:1]
@@ -147,6 +175,8 @@ RULES: dict[str, Rule] = {
     "bilinear_bb_no_dt": lambda A, B, dt, I: (RULES["bilinear"](A, B, dt, I)[0],
                                               torch.linalg.solve(I - dt / 2 * A, B)),
     "bilinear_no_dt": lambda A, B, dt, I: RULES["bilinear"](A, B, 1.0, I),
+    "bilinear_bb_half_dt": lambda A, B, dt, I: (RULES["bilinear"](A, B, dt, I)[0],
+                                                torch.linalg.solve(I - dt / 2 * A, dt / 2 * B)),
 }
 
 
@@ -218,9 +248,13 @@ ZOH_SPEC = Exercise(
                 "Bb multiplies by A^-1, the inverse, not by A: Bb = A^-1 (exp(dt A) - I) B"),
         Mistake("A transposed", rule_fn("zoh_transposed"),
                 "A is transposed: x' = A x multiplies the state by A, so Ab = exp(dt A), not exp(dt A^T)"),
+        Mistake("Bb times dt", rule_fn("zoh_bb_extra_dt"),
+                "Bb has an extra factor dt: the integral of exp(s A) over the step already carries it, "
+                "Bb = A^-1 (exp(dt A) - I) B (about dt B for a small step), not dt A^-1 (exp(dt A) - I) B"),
         Mistake("Bb a vector [N]", _b_vector(rule_fn("zoh"), "bb_vector"), says=("Bb is a column [N, 1]",)),
     ),
-    diagnose=column_hint,
+    diagnose=_disc_diagnose,
+    exception_hint=_low_precision_hint(LINALG_LOW_PRECISION),
     extra_checks=(no_oracle,),
     reference_name="scipy.signal.cont2discrete(method='zoh'), float64",
 )
@@ -250,6 +284,9 @@ register(dataclasses.replace(
         Mistake("Bb without dt", rule_fn("bilinear_bb_no_dt"),
                 "Bb is missing the step: Bb = (I - dt/2 A)^-1 dt B"),
         Mistake("dt missing", rule_fn("bilinear_no_dt"), DT_MISSING.format(formula=BILINEAR)),
+        Mistake("Bb with dt/2", rule_fn("bilinear_bb_half_dt"),
+                "Bb takes the whole step: the input enters over the full step, Bb = (I - dt/2 A)^-1 dt B (only the "
+                "state is averaged over the two ends, with dt/2)"),
         Mistake("Bb a vector [N]", _b_vector(rule_fn("bilinear"), "bb_vector"), says=("Bb is a column [N, 1]",)),
     ),
     reference_name="scipy.signal.cont2discrete(method='bilinear'), float64",
@@ -406,6 +443,18 @@ def _reshaped(fn: Callable[..., torch.Tensor], shape: tuple[int, ...], name: str
     return wrong
 
 
+def _kernel_shape_hint(f: Failure) -> str | None:
+    if f.kind != "shape":
+        return None
+    if f.got.ndim == 1:
+        return "K has L entries, K_l = C Ab^l Bb for l = 0 .. L-1"
+    if f.got.numel() == f.expected.numel():
+        return ("K is a 1-D tensor [L] (one number per lag l): drop the [1, 1] of C @ x (.reshape(-1) or "
+                "[..., 0, 0])")
+    return ("K_l = C Ab^l Bb is one number per lag, K is [L]: is C (the read-out [1, N]) missing, or Bb multiplied "
+            "in the wrong order?")
+
+
 KERNEL_SPEC = register(Exercise(
     id="7.3a",
     fn_name="ssm_kernel",
@@ -434,9 +483,7 @@ KERNEL_SPEC = register(Exercise(
         Mistake("L - 1 entries", kernel_wrong(length=-1), says=("expected shape", "l = 0 .. L-1")),
         Mistake("K as [L, 1]", _reshaped(kernel_wrong(), (-1, 1), "column_kernel"), says=("K is a 1-D tensor [L]",)),
     ),
-    diagnose=lambda f: (("K has L entries, K_l = C Ab^l Bb for l = 0 .. L-1" if f.got.ndim == 1 else
-                         "K is a 1-D tensor [L] (one number per lag l): drop the [1, 1] of C @ x (.reshape(-1) or "
-                         "[..., 0, 0])") if f.kind == "shape" else None),
+    diagnose=_kernel_shape_hint,
     extra_checks=(forbid(),),
     reference_name="float64 C Ab^l Bb (a loop of matrix-vector products)",
 ))
@@ -485,20 +532,23 @@ def _conv_reference(inputs: dict[str, Any], case: Case) -> torch.Tensor:
 
 
 def conv_wrong(*, n: str = "2L", conj: bool = False, window: str = "first", skip: str = "add", shift: int = 0,
-               flip_k: bool = False) -> Callable[..., torch.Tensor]:
-    """ssm_conv (u, K, D) -> y with at most the mistakes asked for: n="L" (FFT length L: circular), conj
-    (a correlation), window="last" (the last L outputs of the full convolution), skip "add" / "none" /
-    "scale" (D * (K * u)), shift (outputs delayed), flip_k (K reversed)."""
+               flip_k: bool = False, irfft_n: bool = True) -> Callable[..., torch.Tensor]:
+    """ssm_conv (u, K, D) -> y with at most the mistakes asked for: n="L" (FFT length L: circular), n="2L-2"
+    (one short of 2L - 1: the last product wraps onto y_0), n="2L-1" with irfft_n=False (irfft's default length
+    2(m - 1) = 2L - 2 for the odd n), conj (a correlation), window="last" (the last L outputs of the full
+    convolution), skip "add" / "none" / "scale" (D * (K * u)), shift (outputs delayed), flip_k (K reversed)."""
 
     def ssm_conv(u, K, D):
         L = u.shape[1]
         uf = u.float().transpose(1, 2)  # [B, H, L]
         k = K.float().flip(-1) if flip_k else K.float()
-        size = L if n == "L" else 2 * L
+        size = {"L": L, "2L": 2 * L, "2L-1": 2 * L - 1, "2L-2": max(2 * L - 2, 1)}[n]
         Kf = torch.fft.rfft(k, n=size)
         if conj:
             Kf = Kf.conj()
-        full = torch.fft.irfft(torch.fft.rfft(uf, n=size) * Kf, n=size)
+        full = torch.fft.irfft(torch.fft.rfft(uf, n=size) * Kf, n=size if irfft_n else None)
+        if full.shape[-1] < L:
+            full = torch.nn.functional.pad(full, (0, L - full.shape[-1]))
         y = full[..., L - 1 if window == "last" else 0:][..., :L]
         if window == "last" and y.shape[-1] < L:
             y = torch.nn.functional.pad(y, (0, L - y.shape[-1]))
@@ -548,6 +598,8 @@ def fft_without_loop(trial: Trial, fn: Callable[..., Any]) -> None:
              "compute the convolution with torch.fft (rfft, multiply, irfft), as S4 does")
 
 
+FFT_LOW_PRECISION = ("torch.fft does not compute in bfloat16, and in float16 only on a GPU at power-of-two lengths: "
+                     "transform u.float() and K.float() and return y.to(u.dtype)")
 NO_TOEPLITZ = ("the FFT convolution needs O(L) memory and O(L log L) time: transform u and K (zero-padded to 2L), "
                "multiply, transform back — no [L, L] matrix of kernel entries K[t - s]")
 
@@ -588,7 +640,14 @@ CONV_SPEC = register(Exercise(
                 "+ ...)"),
         Mistake("kernel reversed", conv_wrong(flip_k=True),
                 "K is reversed: convolution pairs K_j with u_(t-j), K_0 with the newest input"),
+        Mistake("FFT length 2L - 2", conv_wrong(n="2L-2"),
+                "the FFT is one sample short: the full convolution has 2L - 1 outputs, and with n = 2L - 2 the last "
+                "one (K_(L-1) u_(L-1)) wraps around onto y_0. Zero-pad to n >= 2L - 1 (n = 2L is simplest)"),
+        Mistake("irfft without n", conv_wrong(n="2L-1", irfft_n=False),
+                "torch.fft.irfft without n returns 2(m - 1) samples for m frequencies, an even length: for the odd "
+                "n = 2L - 1 that is 2L - 2, the wrong transform. Pass the same n to irfft as to rfft"),
     ),
+    exception_hint=_low_precision_hint(FFT_LOW_PRECISION),
     extra_checks=(forbid(), fft_without_loop,
                   no_quadratic_memory(_probe_conv, small=128, large=512,
                                       what="an L×L (Toeplitz) matrix of kernel entries", hint=NO_TOEPLITZ)),
@@ -635,7 +694,8 @@ def _s4d_reference(inputs: dict[str, Any], case: Case) -> torch.Tensor:
 def s4d_wrong(*, start: int = 0, power_dt: bool = True, bbar: str = "zoh", abar: str = "zoh", no_c: bool = False
               ) -> Callable[..., torch.Tensor]:
     """s4d_kernel (A, B, C, dt, L) -> K [H, L] with at most the mistakes asked for: start=1 (powers from 1),
-    power_dt=False (dt missing in the powers: exp(A l)), bbar "zoh" / "none" (B itself) / "euler" (dt B),
+    power_dt=False (dt missing in the powers: exp(A l)), bbar "zoh" / "none" (B itself) / "euler" (dt B) /
+    "times_a" ((exp(dt A) - 1) A B) / "no_b" ((exp(dt A) - 1) / A),
     abar "zoh" / "euler" (1 + dt A), no_c (C left out)."""
 
     def s4d_kernel(A, B, C, dt, L):
@@ -647,7 +707,8 @@ def s4d_wrong(*, start: int = 0, power_dt: bool = True, bbar: str = "zoh", abar:
             V = ((dA if power_dt else A)[..., None] * l).exp()  # [H, N, L]: Ab_n^l = exp(l dt A_n)
         else:
             V = Ab[..., None] ** l
-        Bb = {"zoh": (dA.exp() - 1) / A * B, "none": B, "euler": dt * B}[bbar]
+        Bb = {"zoh": (dA.exp() - 1) / A * B, "none": B, "euler": dt * B, "times_a": (dA.exp() - 1) * A * B,
+              "no_b": (dA.exp() - 1) / A}[bbar]
         w = Bb if no_c else C * Bb
         return torch.einsum("hn,hnl->hl", w, V)
 
@@ -686,6 +747,15 @@ def no_dense_powers(small: int = 64, large: int = 256, L: int = 8) -> Callable[[
     return check
 
 
+def _s4d_low_precision(f: Failure) -> str | None:
+    """A wrong kernel in a float16 / bfloat16 case (its float32 ones passed): the precision of the computation."""
+    if f.kind == "value" and f.case.dtype in (torch.float16, torch.bfloat16):
+        return (f"in {dtype_name(f.case.dtype)} (2 to 3 significant digits) exp(dt A) rounds to 1 for the small "
+                "steps here (dt down to 1e-3), so exp(dt A) - 1, and Bb with it, is lost: compute the kernel in "
+                "float32 (A.float(), ...) and return K.to(A.dtype)")
+    return None
+
+
 S4D_SPEC = register(Exercise(
     id="7.4",
     fn_name="s4d_kernel",
@@ -715,7 +785,15 @@ S4D_SPEC = register(Exercise(
         Mistake("Euler Ab", s4d_wrong(abar="euler"),
                 "Ab = 1 + dt A is forward Euler: zero-order hold gives Ab_n = exp(dt A_n)"),
         Mistake("C missing", s4d_wrong(no_c=True), "C is missing: K_l = sum_n C_n Bb_n Ab_n^l"),
+        Mistake("Bb multiplied by A", s4d_wrong(bbar="times_a"),
+                "Bb divides by A: Bb_n = (exp(dt A_n) - 1) / A_n B_n (A^-1 (exp(dt A) - I) B of 7.1a, entry by entry)"),
+        Mistake("B missing in Bb", s4d_wrong(bbar="no_b"),
+                "B is missing: Bb_n = (exp(dt A_n) - 1) / A_n B_n, so K_l = sum_n C_n Bb_n Ab_n^l carries both "
+                "B and C"),
     ),
+    diagnose=_s4d_low_precision,
+    exception_hint=lambda case: ("if this is a size mismatch: dt is [H], one step per channel, and A is [H, N], so "
+                                 "the step broadcasts over n as dt[:, None] * A"),
     extra_checks=(forbid(), no_dense_powers()),
     reference_name="scipy's zero-order hold of diag(A) per channel, then float64 C Ab^l Bb",
 ))

@@ -5,6 +5,8 @@ state-spaces/s4 HiPPO code's construction)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from family_tests import (  # noqa: F401  (collected here, parametrized by IDS)
 )
 
 from course_utils.exercises import EXERCISES, grade, ssm
-from course_utils.grading.generic import CPU
+from course_utils.grading.generic import BF16, CPU
 
 IDS = ["7.1a", "7.1b", "7.2", "7.3a", "7.3b", "7.4"]
 
@@ -104,17 +106,169 @@ def s4d_with_pow(A, B, C, dt, L):
     return ((C.float() * Bb)[:, None, :] @ V)[:, 0].to(A.dtype)
 
 
+def zoh_by_series(A, B, dt):
+    """No library exponential: the series of exp on the augmented matrix [[dt A, dt B], [0, 0]], scaled down by
+    2^s and squared back up s times."""
+    N, M = B.shape
+    X = torch.zeros(N + M, N + M, dtype=torch.float64, device=A.device)
+    X[:N, :N], X[:N, N:] = dt * A.double(), dt * B.double()
+    s = max(0, math.ceil(math.log2(max(X.abs().sum(0).max().item(), 1e-300))) + 1)
+    X = X / 2**s
+    E = term = torch.eye(N + M, dtype=torch.float64, device=A.device)
+    for k in range(1, 30):
+        term = term @ X / k
+        E = E + term
+    for _ in range(s):
+        E = E @ E
+    return E[:N, :N].to(A.dtype), E[:N, N:].to(B.dtype)
+
+
+def zoh_solve_first(A, B, dt):
+    """(exp(dt A) - I) A^-1 B: A^-1 commutes with exp(dt A)."""
+    Ab = torch.linalg.matrix_exp(dt * A.double())
+    eye = torch.eye(A.shape[0], dtype=torch.float64, device=A.device)
+    return Ab.to(A.dtype), ((Ab - eye) @ torch.linalg.solve(A.double(), B.double())).to(B.dtype)
+
+
+def bilinear_in_float32_commuted(A, B, dt):
+    """Ab = (I + dt/2 A)(I - dt/2 A)^-1 (the factors commute) and Bb = (Ab + I) dt/2 B (the same Bb), in float32."""
+    eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
+    Ab = torch.linalg.solve(eye - dt / 2 * A, eye + dt / 2 * A, left=False)
+    return Ab, (Ab + eye) @ B * (dt / 2)
+
+
+def hippo_loops(N, dtype=torch.float32, device="cpu"):
+    A, B = torch.zeros(N, N, dtype=torch.float64), torch.zeros(N, 1, dtype=torch.float64)
+    for n in range(N):
+        B[n, 0] = math.sqrt(2 * n + 1)
+        for k in range(n + 1):
+            A[n, k] = -(n + 1) if n == k else -math.sqrt(2 * n + 1) * math.sqrt(2 * k + 1)
+    return A.to(device, dtype), B.to(device, dtype)
+
+
+def kernel_row_vector(Ab, Bb, C, L):
+    """Carry the row C Ab^l instead of the column Ab^l Bb, in the inputs' dtype."""
+    c, out = C, []
+    for _ in range(L):
+        out.append((c @ Bb).reshape(()))
+        c = c @ Ab
+    return torch.stack(out)
+
+
+def kernel_eigen(Ab, Bb, C, L):
+    """Powers through an eigendecomposition (fine for these well-conditioned Ab): K_l = sum_n (C V)_n lambda_n^l
+    (V^-1 Bb)_n."""
+    lam, V = torch.linalg.eig(Ab.double())
+    left = (C.double().to(V.dtype) @ V)[0]
+    right = torch.linalg.solve(V, Bb.double().to(V.dtype))[:, 0]
+    powers = lam[:, None] ** torch.arange(L, device=Ab.device).to(lam.dtype)  # [N, L]
+    return ((left * right) @ powers).real.to(Ab.dtype)
+
+
+def conv_odd_length(u, K, D):
+    """n = 2L - 1 exactly (odd), rfft along dim 1 of u as it comes, irfft told n too, float32 throughout."""
+    L = u.shape[1]
+    n = 2 * L - 1
+    y = torch.fft.irfft(torch.fft.rfft(u, n=n, dim=1) * torch.fft.rfft(K.T, n=n, dim=0), n=n, dim=1)[:, :L]
+    return y + D * u
+
+
+def conv_padded_by_hand(u, K, D):
+    """F.pad to 2L, complex fft without n, the real part."""
+    L = u.shape[1]
+    up = torch.nn.functional.pad(u.transpose(1, 2), (0, L))
+    y = torch.fft.ifft(torch.fft.fft(up) * torch.fft.fft(torch.nn.functional.pad(K, (0, L)))).real[..., :L]
+    return y.transpose(1, 2).to(u.dtype) + D * u
+
+
+def s4d_exp_minus_one(A, B, C, dt, L):
+    """The docstring's (exp(dt A) - 1) / A as written, float32, no expm1: cancellation at dt A ~ -1e-4 costs
+    ~1e-3 of Bb's digits and must still pass."""
+    dtA = dt[:, None] * A
+    Bb = (torch.exp(dtA) - 1) / A * B
+    return torch.einsum("hn,hnl->hl", C * Bb, torch.exp(dtA[..., None] * torch.arange(L, device=A.device)))
+
+
+def s4d_complex(A, B, C, dt, L):
+    """Complex arithmetic (S4D's general case), the real part."""
+    dtA = (dt[:, None] * A).to(torch.complex64)
+    V = torch.exp(dtA[..., None] * torch.arange(L, device=A.device))
+    return ((C * torch.expm1(dtA) / A * B)[:, None, :] @ V)[:, 0].real.to(A.dtype)
+
+
+def s4d_cumprod(A, B, C, dt, L):
+    """The powers by a cumulative product along l, float64."""
+    Ab = torch.exp(dt.double()[:, None] * A.double())
+    V = torch.cat([torch.ones_like(Ab)[..., None], Ab[..., None].expand(*Ab.shape, max(L - 1, 0)).cumprod(-1)], -1)
+    return ((C.double() * (Ab - 1) / A.double() * B.double())[..., None] * V).sum(1).to(A.dtype)
+
+
 @pytest.mark.parametrize("ex_id, fn", [
     ("7.1a", zoh_block_exponential),
     ("7.1a", zoh_in_float32_with_inv),
+    ("7.1a", zoh_by_series),
+    ("7.1a", zoh_solve_first),
     ("7.1b", bilinear_with_inv),
+    ("7.1b", bilinear_in_float32_commuted),
     ("7.2", hippo_s4_construction),
+    ("7.2", hippo_loops),
     ("7.3a", kernel_matrix_power),
+    ("7.3a", kernel_row_vector),
+    ("7.3a", kernel_eigen),
     ("7.3b", conv_complex_fft),
+    ("7.3b", conv_odd_length),
+    ("7.3b", conv_padded_by_hand),
     ("7.4", s4d_with_pow),
+    ("7.4", s4d_exp_minus_one),
+    ("7.4", s4d_complex),
+    ("7.4", s4d_cumprod),
 ], ids=lambda x: x if isinstance(x, str) else x.__name__)
 def test_correct_alternatives_pass(ex_id, fn):
     grade(ex_id, fn, quiet=True, **CPU)
+
+
+# ------------------------------------------------------------------------------------------ hints beyond the catalogue
+
+
+def zoh_by_eigendecomposition(A, B, dt):
+    lam, V = torch.linalg.eig(A.double())
+    Vi = torch.linalg.inv(V)
+    Ab = V @ torch.diag(torch.exp(dt * lam)) @ Vi
+    Bb = V @ torch.diag(torch.expm1(dt * lam) / lam) @ Vi @ B.double().to(V.dtype)
+    return Ab.real.to(A.dtype), Bb.real.to(B.dtype)
+
+
+def zoh_without_b(A, B, dt):
+    Ab = torch.linalg.matrix_exp(dt * A.double())
+    eye = torch.eye(A.shape[0], dtype=torch.float64, device=A.device)
+    return Ab.to(A.dtype), torch.linalg.solve(A.double(), Ab - eye).to(B.dtype)
+
+
+def kernel_without_c(Ab, Bb, C, L):
+    x, out = Bb, []
+    for _ in range(L):
+        out.append(x[:, 0])
+        x = Ab @ x
+    return torch.stack(out)
+
+
+def s4d_in_low_precision(A, B, C, dt, L):
+    dtA = dt[:, None] * A
+    return torch.einsum("hn,hnl->hl", C * (torch.exp(dtA) - 1) / A * B,
+                        torch.exp(dtA[..., None] * torch.arange(L, device=A.device)))
+
+
+@pytest.mark.parametrize("ex_id, fn, options, says", [
+    ("7.1a", zoh_by_eigendecomposition, CPU, "ill-conditioned (S4 §3.1)"),  # right on N=8, lost on HiPPO N=32
+    ("7.1a", zoh_without_b, CPU, "is B missing?"),
+    ("7.3a", kernel_without_c, CPU, "is C (the read-out [1, N]) missing"),
+    ("7.3b", conv_odd_length, BF16, "torch.fft does not compute in bfloat16"),
+    ("7.4", s4d_in_low_precision, BF16, "compute the kernel in float32"),
+], ids=lambda x: x.__name__ if callable(x) else "")
+def test_mistakes_outside_the_catalogue_get_the_right_hint(ex_id, fn, options, says):
+    with pytest.raises(AssertionError) as failure:
+        grade(ex_id, fn, quiet=True, **options)
+    assert says in str(failure.value), str(failure.value)
 
 
 # ------------------------------------------------------------------------------------------ how checks
