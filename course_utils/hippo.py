@@ -21,15 +21,23 @@ import numpy as np
 __all__ = ["example_signal", "legendre_basis", "legs_online", "legs_project", "legs_reconstruct"]
 
 
-def _as_vector(fn: str, name: str, x: Any) -> np.ndarray:
-    try:
-        import torch
+def _as_real(fn: str, name: str, x: Any) -> np.ndarray:
+    """x (numpy, torch or a sequence) as a float64 array; a complex one is refused, not silently made real."""
+    import torch
 
-        if isinstance(x, torch.Tensor):
-            x = x.detach().to("cpu", torch.float64).numpy()
-    except ImportError:  # pragma: no cover - torch is always there in the course
-        pass
-    a = np.asarray(x, dtype=np.float64)
+    if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise TypeError(f"{fn}: {name} must be real; got a {x.dtype} tensor (HiPPO-LegS and the signal are real; "
+                            "take .real only where the imaginary part is zero).")
+        return x.detach().to("cpu", torch.float64).numpy()
+    a = np.asarray(x)
+    if np.iscomplexobj(a):
+        raise TypeError(f"{fn}: {name} must be real; got dtype {a.dtype} (HiPPO-LegS and the signal are real).")
+    return a.astype(np.float64)
+
+
+def _as_vector(fn: str, name: str, x: Any) -> np.ndarray:
+    a = _as_real(fn, name, x)
     if a.ndim != 1 or a.size == 0:
         raise ValueError(f"{fn}: {name} must be a non-empty 1-D signal [L]; got shape {a.shape}.")
     if not np.isfinite(a).all():
@@ -38,15 +46,14 @@ def _as_vector(fn: str, name: str, x: Any) -> np.ndarray:
 
 
 def _as_legs(fn: str, A: Any, B: Any) -> tuple[np.ndarray, np.ndarray]:
-    import torch
-
-    A = A.detach().to("cpu", torch.float64).numpy() if isinstance(A, torch.Tensor) else np.asarray(A, float)
-    B = B.detach().to("cpu", torch.float64).numpy() if isinstance(B, torch.Tensor) else np.asarray(B, float)
+    A, B = _as_real(fn, "A", A), _as_real(fn, "B", B)
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"{fn}: A must be a square matrix [N, N]; got shape {A.shape}.")
     B = B.reshape(-1)
     if B.shape[0] != A.shape[0]:
         raise ValueError(f"{fn}: B must have N = {A.shape[0]} entries ([N] or [N, 1]); got {B.shape[0]}.")
+    if not (np.isfinite(A).all() and np.isfinite(B).all()):
+        raise ValueError(f"{fn}: A and B contain NaN or Inf.")
     return A, B
 
 

@@ -67,9 +67,20 @@ def test_a_constant_is_held_in_the_first_coefficient():
     (lambda: hippo.legendre_basis(0, [0.5]), "positive int"),
     (lambda: hippo.legs_project(np.ones(1), 4), "at least 2 samples"),
     (lambda: hippo.example_signal(1), "L must be >= 2"),
-], ids=["2-D signal", "NaN", "A not square", "B wrong size", "N = 0", "one sample", "L = 1"])
+    (lambda: hippo.legs_online(np.ones(5), legs(4)[0] * np.nan, legs(4)[1]), "A and B contain NaN"),
+], ids=["2-D signal", "NaN", "A not square", "B wrong size", "N = 0", "one sample", "L = 1", "NaN in A"])
 def test_bad_input_gets_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("call", [
+    lambda: hippo.legs_online(np.ones(5), legs(4)[0].to(torch.complex64), legs(4)[1]),
+    lambda: hippo.legs_online(np.ones(5) + 0j, *legs(4)),
+    lambda: hippo.legs_reconstruct(torch.ones(4, dtype=torch.complex128), 10),
+], ids=["complex A", "complex signal", "complex coefficients"])
+def test_complex_input_is_refused_not_made_real(call):
+    with pytest.raises(TypeError, match="must be real"):
         call()
 
 
