@@ -36,7 +36,6 @@ from course_utils.grading import Case, Exercise, Failure, Mistake, TensorOut, Tr
 from course_utils.grading.how import FORBIDDEN_PACKAGES, TorchCalls, forbid, library_calls, no_quadratic_memory
 from course_utils.grading.spec import dtype_name
 
-
 # ================================================================================================
 # 7.1 discretisation
 # ================================================================================================
