@@ -309,13 +309,14 @@ def _hippo_reference(inputs: dict[str, Any], case: Case) -> tuple[torch.Tensor, 
 def hippo_wrong(*, sign: int = -1, transpose: bool = False, diag: str = "n+1", lower: str = "sqrt",
                 full: bool = False, one_based: bool = False, b: str = "sqrt") -> Callable[..., Any]:
     """HiPPO-LegS (N, dtype, device) -> (A, B) with at most the mistakes asked for: sign=+1 (the HiPPO paper's
-    positive A), transpose, diag "n+1" / "n" / "2n+1", lower "sqrt" / "2n+1" (no symmetrisation), full (also
+    positive A), transpose, diag "n+1" / "n" / "2n+1", lower "sqrt" / "2n+1" / "2k+1" (no square roots), full (also
     above the diagonal), one_based (n, k from 1), b "sqrt" / "ones" / "2n+1"."""
 
     def hippo_legs(N, dtype=torch.float32, device="cpu"):
         n = torch.arange(N, dtype=torch.float64) + (1 if one_based else 0)
         r = (2 * n + 1).sqrt()
-        off = r[:, None] * r[None, :] if lower == "sqrt" else (2 * n + 1)[:, None].expand(N, N)
+        off = {"sqrt": r[:, None] * r[None, :], "2n+1": (2 * n + 1)[:, None].expand(N, N),
+               "2k+1": (2 * n + 1)[None, :].expand(N, N)}[lower]
         d = {"n+1": n + 1, "n": n, "2n+1": 2 * n + 1}[diag]
         mask = n[:, None] != n[None, :] if full else n[:, None] > n[None, :]
         A = sign * torch.where(mask, off, torch.diag(d))
@@ -350,9 +351,12 @@ HIPPO_SPEC = register(Exercise(
                 "off by one on the diagonal: A[n, n] = -(n + 1), so A[0, 0] = -1"),
         Mistake("diagonal -(2n+1)", hippo_wrong(diag="2n+1"),
                 "the diagonal is -(n + 1), not -(2n + 1) (-(2n+1) + n: S4's code adds diag(n) to it)"),
-        Mistake("no square roots below the diagonal", hippo_wrong(lower="2n+1"),
-                "below the diagonal A[n, k] = -sqrt(2n+1) sqrt(2k+1): the matrix -(2n+1) of S4's code is before "
-                "its similarity transform by diag(sqrt(2n+1))"),
+        Mistake("-(2n+1) below the diagonal", hippo_wrong(lower="2n+1"),
+                "below the diagonal A[n, k] = -sqrt(2n+1) sqrt(2k+1), the same in n and k (the Legendre basis made "
+                "orthonormal), not -(2n+1)"),
+        Mistake("-(2k+1) below the diagonal (S4's code before its transform)", hippo_wrong(lower="2k+1"),
+                "below the diagonal A[n, k] = -sqrt(2n+1) sqrt(2k+1): -(2k+1) is the matrix M of state-spaces/s4's "
+                "code before its change of basis T M T^-1 with T = diag(sqrt(2n+1))"),
         Mistake("full, not triangular", hippo_wrong(full=True),
                 "A is zero above the diagonal (n < k): the LegS dynamics are lower triangular"),
         Mistake("indices from 1", hippo_wrong(one_based=True),
