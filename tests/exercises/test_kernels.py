@@ -267,3 +267,70 @@ def test_notebook_kernels_load_as_gpu_kernels(monkeypatch):
     for name in ("first_order", "chunk_scan_kernel", "fused_recurrent_gla_kernel", "chunk_gla_states_kernel",
                  "chunk_gla_output_kernel"):
         assert isinstance(namespace[name], triton.runtime.jit.JITFunction), name
+
+
+_COMPILE_SCRIPT = r"""
+import json, os, re, subprocess, sys, tempfile
+from pathlib import Path
+os.environ["TRITON_INTERPRET"] = "0"  # before Triton is imported: real GPU kernels, no interpreter
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from course_utils.authoring import SOLUTIONS
+from course_utils.notebook_functions import load_namespace
+
+arch, dtype = int(sys.argv[1]), sys.argv[2]
+ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+ns = load_namespace(SOLUTIONS / "06_triton_kernels.ipynb")
+P, dot, f32 = f"*{dtype}", {"bf16": tl.bfloat16, "fp16": tl.float16}[dtype], "*fp32"
+kernels = [  # (name, warps, pointer and scalar types, constexprs): the launchers' defaults at K = V = 128
+    ("fused_recurrent_gla_kernel", 4,
+     dict(q_ptr=P, k_ptr=P, v_ptr=P, g_ptr=P, o_ptr=P, s0_ptr=f32, sT_ptr=f32, T="i32", scale="fp32"),
+     dict(H=16, K=128, V=128, BK=128, BV=32, USE_INITIAL_STATE=True, STORE_FINAL_STATE=True)),
+    ("chunk_gla_states_kernel", 4,
+     dict(k_ptr=P, v_ptr=P, g_ptr=P, h_ptr=P, s0_ptr=f32, sT_ptr=f32, T="i32", NT="i32"),
+     dict(H=16, K=128, V=128, BT=64, BK=32, BV=64, USE_INITIAL_STATE=True, STORE_FINAL_STATE=True, DOT=dot,
+          PRECISION="tf32")),
+    ("chunk_gla_output_kernel", 8,
+     dict(q_ptr=P, k_ptr=P, v_ptr=P, g_ptr=P, h_ptr=P, o_ptr=P, T="i32", NT="i32", scale="fp32"),
+     dict(H=16, K=128, V=128, BT=64, BC=16, BK=128, BD=16, BV=64, DOT=dot, PRECISION="tf32")),
+]
+report = {}
+for name, warps, types, consts in kernels:
+    kernel = ns[name]
+    signature = {a: ("constexpr" if a in consts else types[a]) for a in kernel.arg_names}
+    source = ASTSource(kernel, signature, constexprs={(kernel.arg_names.index(a),): v for a, v in consts.items()})
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(compiled.asm["ptx"])
+        f.flush()
+        out = subprocess.run([str(ptxas), "-v", f"--gpu-name=sm_{arch}{'a' if arch == 90 else ''}", f.name,
+                              "-o", "/dev/null"], capture_output=True, text=True, check=True)
+    text = out.stdout + out.stderr
+    spill = re.search(r"(\d+) bytes spill stores", text)
+    report[name] = (int(re.search(r"Used (\d+) registers", text).group(1)), int(spill.group(1)) if spill else 0)
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("arch, dtype", [(90, "bf16"), (75, "fp16")], ids=["H200-sm90-bf16", "T4-sm75-fp16"])
+def test_gla_kernels_compile_for_the_course_gpus(arch, dtype):
+    """No GPU needed: 6.6's and 6.7's kernels, loaded from the solutions as GPU kernels (in a fresh process, without
+    the interpreter), compile with Triton's CUDA backend for an H200 and a T4 at the benchmark's head size
+    (K = V = 128) and the launchers' default blocks; ptxas reports their registers, and on the H200 none spills."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
+        pytest.skip("this Triton has no CUDA backend (ptxas)")
+    out = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, str(arch), dtype], capture_output=True, text=True,
+                         check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(report) == {"fused_recurrent_gla_kernel", "chunk_gla_states_kernel", "chunk_gla_output_kernel"}
+    for name, (regs, spilled) in report.items():
+        assert regs <= 255, (name, regs)
+        if arch == 90:
+            assert spilled == 0, (name, regs, spilled)
