@@ -82,9 +82,16 @@ def _disc_reference(method: str) -> Callable[[dict[str, Any], Case], Any]:
 
 
 def column_hint(f: Failure) -> str | None:
-    """Shape hints for a B-like output: a vector [N] (or a row) instead of the column [N, M] the conventions use,
-    or a matrix [N, N] (B itself left out of Bb)."""
-    if f.kind != "shape" or f.name not in ("B", "Bb") or not isinstance(f.got, torch.Tensor):
+    """Shape hints: (Ab, Bb) returned in the other order; a B-like output as a vector [N] (or a row) instead of the
+    column [N, M] the conventions use, or as a matrix [N, N] (B itself left out of Bb)."""
+    if f.kind != "shape" or not isinstance(f.got, torch.Tensor):
+        return None
+    if f.name in ("A", "Ab"):
+        other = "Bb" if f.name == "Ab" else "B"
+        if f.got.ndim == 2 and f.got.shape[0] == f.expected.shape[0] and f.got.shape[1] != f.expected.shape[1]:
+            return f"is the order swapped? the function returns ({f.name}, {other}), the [N, N] matrix first"
+        return None
+    if f.name not in ("B", "Bb"):
         return None
     if f.got.numel() == f.expected.numel():
         return (f"{f.name} is a column [N, 1] (course_utils.conventions: B [N, 1], C [1, N]), so that "
@@ -538,8 +545,9 @@ def conv_wrong(*, n: str = "2L", conj: bool = False, window: str = "first", skip
                flip_k: bool = False, irfft_n: bool = True) -> Callable[..., torch.Tensor]:
     """ssm_conv (u, K, D) -> y with at most the mistakes asked for: n="L" (FFT length L: circular), n="2L-2"
     (one short of 2L - 1: the last product wraps onto y_0), n="2L-1" with irfft_n=False (irfft's default length
-    2(m - 1) = 2L - 2 for the odd n), conj (a correlation), window="last" (the last L outputs of the full
-    convolution), skip "add" / "none" / "scale" (D * (K * u)), shift (outputs delayed), flip_k (K reversed)."""
+    2(m - 1) = 2L - 2 for the odd n), conj (a correlation), window="last" / "tail" (the last L outputs of the full
+    convolution / of the length-n inverse FFT), skip "add" / "none" / "scale" (D * (K * u)), shift (outputs
+    delayed), flip_k (K reversed)."""
 
     def ssm_conv(u, K, D):
         L = u.shape[1]
@@ -552,7 +560,7 @@ def conv_wrong(*, n: str = "2L", conj: bool = False, window: str = "first", skip
         full = torch.fft.irfft(torch.fft.rfft(uf, n=size) * Kf, n=size if irfft_n else None)
         if full.shape[-1] < L:
             full = torch.nn.functional.pad(full, (0, L - full.shape[-1]))
-        y = full[..., L - 1 if window == "last" else 0:][..., :L]
+        y = full[..., -L:] if window == "tail" else full[..., L - 1 if window == "last" else 0:][..., :L]
         if window == "last" and y.shape[-1] < L:
             y = torch.nn.functional.pad(y, (0, L - y.shape[-1]))
         if shift:
@@ -632,6 +640,9 @@ CONV_SPEC = register(Exercise(
                 "non-causal: conjugating K's FFT computes a correlation, y_t = sum_j K_j u_(t+j), which reads the "
                 "future. Multiply the two FFTs as they are"),
         Mistake("last L outputs", conv_wrong(window="last"),
+                "non-causal window: the full convolution has 2L - 1 outputs and y_t is output t, so keep the "
+                "first L (y_t = sum_(j<=t) K_j u_(t-j)), not the last"),
+        Mistake("last L of the inverse FFT", conv_wrong(window="tail"),
                 "non-causal window: the full convolution has 2L - 1 outputs and y_t is output t, so keep the "
                 "first L (y_t = sum_(j<=t) K_j u_(t-j)), not the last"),
         Mistake("D missing", conv_wrong(skip="none"),

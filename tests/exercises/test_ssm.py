@@ -258,8 +258,20 @@ def s4d_in_low_precision(A, B, C, dt, L):
                         torch.exp(dtA[..., None] * torch.arange(L, device=A.device)))
 
 
+def zoh_swapped(A, B, dt):
+    Ab, Bb = ssm.rule_fn("zoh")(A, B, dt)
+    return Bb, Ab
+
+
+def hippo_swapped(N, dtype=torch.float32, device="cpu"):
+    A, B = ssm.hippo_wrong()(N, dtype, device)
+    return B, A
+
+
 @pytest.mark.parametrize("ex_id, fn, options, says", [
     ("7.1a", zoh_by_eigendecomposition, CPU, "ill-conditioned (S4 §3.1)"),  # right on N=8, lost on HiPPO N=32
+    ("7.1a", zoh_swapped, CPU, "is the order swapped? the function returns (Ab, Bb)"),
+    ("7.2", hippo_swapped, CPU, "is the order swapped? the function returns (A, B)"),
     ("7.1a", zoh_without_b, CPU, "is B missing?"),
     ("7.3a", kernel_without_c, CPU, "is C (the read-out [1, N]) missing"),
     ("7.3b", conv_odd_length, BF16, "torch.fft does not compute in bfloat16"),
