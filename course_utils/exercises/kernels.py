@@ -5,12 +5,14 @@ kernel — and runs on a CPU in Triton's interpreter (course_utils.env sets TRIT
     6.1  program ids, grids, a mask on a ragged edge   decay_values(v, g)              o = exp(g)[..., None] * v
     6.2  tl.dot of blocks                              read_state(q, S, scale=None)    o_t = scale * q_t^T S
     6.3  tl.cumsum along a block                       chunk_local_cumsum(g, chunk_size)
+    6.3b tl.associative_scan, a first-order recurrence chunk_local_linear_scan(g, x, chunk_size)
+                                                       h_t = exp(g_t) h_(t-1) + x_t, restarted at every chunk
     6.4  the fused recurrent linear-attention forward  fused_recurrent_linear_attention(q, k, v, scale=None,
                                                                                         initial_state=None)
     6.5  the chunked forward as two kernels            chunked_linear_attention(q, k, v, scale=None,
                                                             initial_state=None, chunk_size=16)
 
-Expected values: 6.1-6.3 in PyTorch (float32, then the inputs' dtype); 6.4 and 6.5 from
+Expected values: 6.1-6.3b in PyTorch (float32, then the inputs' dtype); 6.4 and 6.5 from
 course_utils.refs.linear_attn (fla's `fused_recurrent_linear_attn` / `chunk_linear_attn` on a GPU, its naive
 recurrent / chunked references on a CPU). Shapes follow
 course_utils.conventions: q, k, g [B, T, H, K], v [B, T, H, V], a scalar gate [B, T, H], states [B, H, K, V].
@@ -19,6 +21,10 @@ Every mistake is a real kernel: one `@triton.jit` kernel per exercise whose `MIS
 exactly one wrong line (Triton compiles one specialisation per value, so each is a kernel of its own), with a
 launcher of the exercise's signature (`*_wrong(name, ...)`). Mistakes that would read or write out of bounds
 (a missing mask) are not in the catalogue: in the interpreter they read whatever memory lies past the tensor.
+Launchers that compute part of the answer in PyTorch are (6.1, 6.5): the kernel check rejects them. A race — two
+programs storing to one block — is wrong in every program order, and the interpreter runs them in one order.
+The warm-ups (6.1-6.3b) print the student's block beside the expected one on a wrong value (`block_beside_expected`,
+through Exercise.explain). The GLA kernels (6.6, 6.7) are in course_utils.exercises.kernels_gla.
 """
 
 from __future__ import annotations
