@@ -542,22 +542,22 @@ def _conv_reference(inputs: dict[str, Any], case: Case) -> torch.Tensor:
 
 
 def conv_wrong(*, n: str = "2L", conj: bool = False, window: str = "first", skip: str = "add", shift: int = 0,
-               flip_k: bool = False, irfft_n: bool = True) -> Callable[..., torch.Tensor]:
+               flip_k: bool = False, irfft_n: bool = True, norm: str = "backward") -> Callable[..., torch.Tensor]:
     """ssm_conv (u, K, D) -> y with at most the mistakes asked for: n="L" (FFT length L: circular), n="2L-2"
     (one short of 2L - 1: the last product wraps onto y_0), n="2L-1" with irfft_n=False (irfft's default length
     2(m - 1) = 2L - 2 for the odd n), conj (a correlation), window="last" / "tail" (the last L outputs of the full
     convolution / of the length-n inverse FFT), skip "add" / "none" / "scale" (D * (K * u)), shift (outputs
-    delayed), flip_k (K reversed)."""
+    delayed), flip_k (K reversed), norm="ortho" (every transform scaled by 1/sqrt(n))."""
 
     def ssm_conv(u, K, D):
         L = u.shape[1]
         uf = u.float().transpose(1, 2)  # [B, H, L]
         k = K.float().flip(-1) if flip_k else K.float()
         size = {"L": L, "2L": 2 * L, "2L-1": 2 * L - 1, "2L-2": max(2 * L - 2, 1)}[n]
-        Kf = torch.fft.rfft(k, n=size)
+        Kf = torch.fft.rfft(k, n=size, norm=norm)
         if conj:
             Kf = Kf.conj()
-        full = torch.fft.irfft(torch.fft.rfft(uf, n=size) * Kf, n=size if irfft_n else None)
+        full = torch.fft.irfft(torch.fft.rfft(uf, n=size, norm=norm) * Kf, n=size if irfft_n else None, norm=norm)
         if full.shape[-1] < L:
             full = torch.nn.functional.pad(full, (0, L - full.shape[-1]))
         y = full[..., -L:] if window == "tail" else full[..., L - 1 if window == "last" else 0:][..., :L]
@@ -657,6 +657,9 @@ CONV_SPEC = register(Exercise(
         Mistake("FFT length 2L - 2", conv_wrong(n="2L-2"),
                 "the FFT is one sample short: the full convolution has 2L - 1 outputs, and with n = 2L - 2 the last "
                 "one (K_(L-1) u_(L-1)) wraps around onto y_0. Zero-pad to n >= 2L - 1 (n = 2L is simplest)"),
+        Mistake("orthonormal FFTs", conv_wrong(norm="ortho"),
+                "norm='ortho' scales each of the three transforms by 1/sqrt(n), so the product theorem leaves K * u "
+                "divided by sqrt(n): keep the default norm (rfft unscaled, irfft divides by n)"),
         Mistake("irfft without n", conv_wrong(n="2L-1", irfft_n=False),
                 "torch.fft.irfft without n returns 2(m - 1) samples for m frequencies, an even length: for the odd "
                 "n = 2L - 1 that is 2L - 2, the wrong transform. Pass the same n to irfft as to rfft"),
@@ -770,6 +773,14 @@ def _s4d_low_precision(f: Failure) -> str | None:
     return None
 
 
+def _s4d_exception_hint(case: Case) -> str:
+    if case["L"] == 1:
+        return ("this case has L = 1 (one lag, K = C Bb): torch.linalg.vander needs at least 2 columns, while "
+                "exp(dt A * l) over l = torch.arange(L) works for every L")
+    return ("if this is a size mismatch: dt is [H], one step per channel, and A is [H, N], so the step broadcasts "
+            "over n as dt[:, None] * A")
+
+
 S4D_SPEC = register(Exercise(
     id="7.4",
     fn_name="s4d_kernel",
@@ -806,8 +817,7 @@ S4D_SPEC = register(Exercise(
                 "B and C"),
     ),
     diagnose=_s4d_low_precision,
-    exception_hint=lambda case: ("if this is a size mismatch: dt is [H], one step per channel, and A is [H, N], so "
-                                 "the step broadcasts over n as dt[:, None] * A"),
+    exception_hint=_s4d_exception_hint,
     extra_checks=(forbid(), no_dense_powers()),
     reference_name="scipy's zero-order hold of diag(A) per channel, then float64 C Ab^l Bb",
 ))

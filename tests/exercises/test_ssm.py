@@ -258,6 +258,12 @@ def s4d_in_low_precision(A, B, C, dt, L):
                         torch.exp(dtA[..., None] * torch.arange(L, device=A.device)))
 
 
+def s4d_by_vander(A, B, C, dt, L):
+    """Right for L >= 2; torch.linalg.vander refuses a single column (the L = 1 case)."""
+    dtA = dt[:, None] * A
+    return torch.einsum("hn,hnl->hl", C * torch.expm1(dtA) / A * B, torch.linalg.vander(torch.exp(dtA), N=L))
+
+
 def zoh_swapped(A, B, dt):
     Ab, Bb = ssm.rule_fn("zoh")(A, B, dt)
     return Bb, Ab
@@ -276,6 +282,7 @@ def hippo_swapped(N, dtype=torch.float32, device="cpu"):
     ("7.3a", kernel_without_c, CPU, "is C (the read-out [1, N]) missing"),
     ("7.3b", conv_odd_length, BF16, "torch.fft does not compute in bfloat16"),
     ("7.4", s4d_in_low_precision, BF16, "compute the kernel in float32"),
+    ("7.4", s4d_by_vander, CPU, "torch.linalg.vander needs at least 2 columns"),
 ], ids=lambda x: x.__name__ if callable(x) else "")
 def test_mistakes_outside_the_catalogue_get_the_right_hint(ex_id, fn, options, says):
     with pytest.raises(AssertionError) as failure:
