@@ -395,3 +395,45 @@ def test_conv_cases_have_a_kernel_alive_at_its_far_end():
         K = ssm._conv_inputs(case, torch.device("cpu"))["K"]
         if case["L"] >= 16:
             assert K[:, -case["L"] // 4:].abs().max() > 1e-2 * K.abs().max(), case.label()
+
+
+# ------------------------------------------------------------------------------------------ on a GPU (skipped on CPU)
+
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@GPU
+@pytest.mark.parametrize("ex_id", IDS)
+def test_solution_passes_on_the_gpu(ex_id):
+    """The GPU's own cases: float32 and the environment's float16 / bfloat16 case, references moved to the CPU."""
+    grade(ex_id, solution(ex_id), device="cuda", quiet=True)
+
+
+@GPU
+@pytest.mark.parametrize("ex_id, mistake", [p for p in catalogue_params(IDS) if p.values[1].options == {}][::4])
+def test_mistakes_are_rejected_on_the_gpu(ex_id, mistake):
+    """Every fourth catalogued mistake, graded on the GPU in float32: the diagnosis runs the wrong implementations
+    on CUDA tensors too."""
+    with pytest.raises(AssertionError) as failure:
+        grade(ex_id, mistake.wrong_fn, device="cuda", dtypes=[torch.float32], quiet=True)
+    assert all(piece in str(failure.value) for piece in mistake.expected_message()), str(failure.value)
+
+
+def conv_in_input_dtype(n_of_L):
+    def conv(u, K, D):
+        L = u.shape[1]
+        n = n_of_L(L)
+        y = torch.fft.irfft(torch.fft.rfft(u, n=n, dim=1) * torch.fft.rfft(K.T, n=n, dim=0), n=n, dim=1)[:, :L]
+        return y + D * u
+
+    return conv
+
+
+@GPU
+def test_float16_fft_on_the_gpu():
+    """cuFFT computes float16 at power-of-two lengths only: n = 2L (L = 64 in the float16 case) passes without a
+    cast, n = 2L - 1 is rejected with the hint that says so."""
+    fp16 = {"device": "cuda", "dtypes": [torch.float32, torch.float16], "quiet": True}
+    grade("7.3b", conv_in_input_dtype(lambda L: 2 * L), **fp16)
+    with pytest.raises(AssertionError, match="float16 only on a GPU at power-of-two lengths"):
+        grade("7.3b", conv_in_input_dtype(lambda L: 2 * L - 1), **fp16)
