@@ -154,7 +154,8 @@ def nonfinite_match(f: Failure) -> str | None:
 
 def _step_size(delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool, softplus: str,
                bias: str) -> torch.Tensor:
-    """Δ as a mistake computes it (float32). softplus: "right", "none", "twice"; bias: "right", "none", "after"."""
+    """Δ as a mistake computes it (float32). softplus: "right", "none", "twice", "twice_biased" (bias and softplus
+    applied once more); bias: "right", "none", "after"."""
     d = delta.float()
     if delta_bias is not None and bias == "right":
         d = d + delta_bias.float()[:, None]
@@ -162,6 +163,8 @@ def _step_size(delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softp
         d = F.softplus(d)
     if softplus == "twice":
         d = F.softplus(d)
+    if softplus == "twice_biased":  # softplus(delta + bias) once more: the bias and softplus applied twice
+        d = F.softplus(d + (0.0 if delta_bias is None else delta_bias.float()[:, None]))
     if delta_bias is not None and bias == "after":
         d = d + delta_bias.float()[:, None]
     return d
@@ -553,8 +556,10 @@ def log_depth(small: int = 64, large: int = 1024, what: str = "scan",
               probe: Callable[[int, torch.device], tuple[tuple, dict]] | None = None
               ) -> Callable[[Trial, Callable[..., Any]], None]:
     """A check that fn is log-depth in L: its torch calls grow at most like log L (they may not grow at all),
-    never in proportion to L. Measured at L = `small` and `large` (16× longer: a loop over t makes ~16× the
-    calls, a log-depth scan ~log(large)/log(small) = 1.7×)."""
+    never in proportion to L. Measured at L = `small` and `large` (16× longer): a log-depth scan makes
+    ~log(large)/log(small) = 1.7× the calls (Hillis–Steele, Blelloch, odd-even recursion alike), a loop over t ~16×,
+    a loop over chunks of a fixed size c ~large/c chunks of log c rounds each (c = 256: 7×). Passes below 2.5× (plus
+    8 calls of slack); what a loop over chunks of c >= large / 2 does cannot be told from a log-depth scan here."""
 
     def default_probe(L: int, device: torch.device) -> tuple[tuple, dict]:
         gen = torch.Generator().manual_seed(8300 + L)
@@ -571,7 +576,7 @@ def log_depth(small: int = 64, large: int = 1024, what: str = "scan",
 
     def check(trial: Trial, fn: Callable[..., Any]) -> None:
         a, b = calls(trial, fn, small), calls(trial, fn, large)
-        bound = 2.5 * max(a, 1) + 8  # log-depth: ~1.7×; a loop over t (or over chunks of it): >= 8×
+        bound = 2.5 * max(a, 1) + 8  # log-depth: ~1.7×; a loop over t 16×, over chunks of c <= large / 4: >= 5×
         if b > bound:
             fail(f"depth check: your {what} makes {a} torch calls at L={small} and {b} at L={large} "
                  f"({b / max(a, 1):.1f}× for 16× the length): its number of sequential steps grows with L — a "
@@ -980,6 +985,12 @@ def _reference_block(inputs: dict[str, Any], case: Case) -> torch.Tensor:
         return run_layer(layer, x.float()).to(x.dtype)
 
 
+BLOCK_TWICE = ("Δ went through softplus(· + dt_proj.bias) twice: once in the selection and again in the scan "
+               "(delta_softplus=True; with delta_bias, the bias twice too). Apply them once — in the selection "
+               "(then scan with delta_softplus=False, no delta_bias), or in the scan (pass dt_proj.weight @ dt as "
+               "it is)")
+
+
 def block_wrong(name: str, *, conv: str = "causal", conv_act: bool = True, gate: str = "silu", A_from: str = "right",
                 softplus: str = "right", bias: str = "right", skip: bool = True, order: str = "dt_B_C",
                 off_by_one: bool = False) -> Callable[..., torch.Tensor]:
@@ -1056,6 +1067,9 @@ register(Exercise(
                 "A = −exp(A_log): the layer stores the log of −A, which keeps A negative (the state decays)"),
         Mistake("A = exp(A_log)", block_wrong("a_positive", A_from="positive"),
                 "A = −exp(A_log) < 0: a positive A makes Ā = exp(Δ A) > 1 and the state grows"),
+        Mistake("softplus applied twice", block_wrong("softplus_twice", softplus="twice"), BLOCK_TWICE),
+        Mistake("dt bias and softplus applied twice", block_wrong("bias_twice", softplus="twice_biased"),
+                BLOCK_TWICE),
         Mistake("dt without softplus", block_wrong("no_softplus", softplus="none"),
                 "Δ without softplus: Δ = softplus(dt_proj.weight @ dt + dt_proj.bias), which keeps the step size "
                 "positive (§3.2: τ_Δ = softplus); the scan's delta_softplus=True does it"),
