@@ -722,6 +722,8 @@ def _scan_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out
         a_cum, b_cum = tl.associative_scan((dA, dBu), axis=2, combine_fn=_combine)
         if MISTAKE == "no_carry":
             hs = b_cum
+        elif MISTAKE == "carry_undecayed":
+            hs = h[:, :, None] + b_cum
         else:
             hs = a_cum * h[:, :, None] + b_cum
         y = tl.sum(hs * Ct[None, :, :], axis=1)
@@ -753,8 +755,9 @@ def _scan_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out
 
 def triton_wrong(name: str, mistake: str = "") -> Scan:
     """selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False) launching
-    _scan_kernel with `mistake`: "no_carry", "off_by_one", "no_skip", "sigmoid_gate", "no_softplus", "no_bias",
-    "zoh_b", "tail_not_neutral" (steps past L change the state), "" (right)."""
+    _scan_kernel with `mistake`: "no_carry", "carry_undecayed" (h added without the chunk's decay), "off_by_one",
+    "no_skip", "sigmoid_gate", "no_softplus", "no_bias", "zoh_b", "tail_not_neutral" (steps past L change the
+    state), "" (right)."""
 
     def wrong(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
         u, delta, B, C = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
@@ -901,6 +904,10 @@ register(dataclasses.replace(
                 "the state is not carried from chunk to chunk: each chunk's scan starts from the state the "
                 "chunks before left, h_t = (Π Ā) h_chunk_start + (scanned B̄ u) — keep h in registers across the "
                 "loop over L (the first chunk is right)"),
+        Mistake("carried state not decayed", triton_wrong("carry_undecayed", "carry_undecayed"),
+                "the state carried into a chunk is added without decay: step t of the chunk sees it through every "
+                "Ā since the chunk's start, h_t = (Π_{s<=t} Ā_s) h_start + (scanned B̄ u)_t — that product is the "
+                "first output of the scan (the first chunk is right)"),
         Mistake("output from h_{t-1} (off by one)", triton_wrong("off_by_one", "off_by_one"), OFF_BY_ONE),
         Mistake("missing D skip", triton_wrong("no_skip", "no_skip"), NO_SKIP),
         Mistake("z gate with sigmoid", triton_wrong("sigmoid_gate", "sigmoid_gate"), GATE_SIGMOID),
