@@ -314,10 +314,12 @@ def _hippo_reference(inputs: dict[str, Any], case: Case) -> tuple[torch.Tensor, 
 
 
 def hippo_wrong(*, sign: int = -1, transpose: bool = False, diag: str = "n+1", lower: str = "sqrt",
-                full: bool = False, one_based: bool = False, b: str = "sqrt") -> Callable[..., Any]:
+                full: bool = False, one_based: bool = False, b: str = "sqrt",
+                lower_sign: int = 1) -> Callable[..., Any]:
     """HiPPO-LegS (N, dtype, device) -> (A, B) with at most the mistakes asked for: sign=+1 (the HiPPO paper's
     positive A), transpose, diag "n+1" / "n" / "2n+1", lower "sqrt" / "2n+1" / "2k+1" (no square roots), full (also
-    above the diagonal), one_based (n, k from 1), b "sqrt" / "ones" / "2n+1"."""
+    above the diagonal), one_based (n, k from 1), b "sqrt" / "ones" / "2n+1", lower_sign=-1 (only the diagonal
+    negated)."""
 
     def hippo_legs(N, dtype=torch.float32, device="cpu"):
         n = torch.arange(N, dtype=torch.float64) + (1 if one_based else 0)
@@ -326,7 +328,7 @@ def hippo_wrong(*, sign: int = -1, transpose: bool = False, diag: str = "n+1", l
                "2k+1": (2 * n + 1)[None, :].expand(N, N)}[lower]
         d = {"n+1": n + 1, "n": n, "2n+1": 2 * n + 1}[diag]
         mask = n[:, None] != n[None, :] if full else n[:, None] > n[None, :]
-        A = sign * torch.where(mask, off, torch.diag(d))
+        A = sign * torch.where(mask, lower_sign * off, torch.diag(d))
         A = A.T if transpose else A
         Bv = {"sqrt": r, "ones": torch.ones_like(r), "2n+1": 2 * n + 1}[b]
         return A.to(device, dtype), Bv[:, None].to(device, dtype)
@@ -364,6 +366,9 @@ HIPPO_SPEC = register(Exercise(
         Mistake("-(2k+1) below the diagonal (S4's code before its transform)", hippo_wrong(lower="2k+1"),
                 "below the diagonal A[n, k] = -sqrt(2n+1) sqrt(2k+1): -(2k+1) is the matrix M of state-spaces/s4's "
                 "code before its change of basis T M T^-1 with T = diag(sqrt(2n+1))"),
+        Mistake("positive below the diagonal", hippo_wrong(lower_sign=-1),
+                "the minus sign covers the whole lower triangle, not only the diagonal: A[n, k] = -sqrt(2n+1) "
+                "sqrt(2k+1) for n > k, as A[n, n] = -(n+1)"),
         Mistake("full, not triangular", hippo_wrong(full=True),
                 "A is zero above the diagonal (n < k): the LegS dynamics are lower triangular"),
         Mistake("indices from 1", hippo_wrong(one_based=True),
