@@ -113,3 +113,31 @@ def test_nested_calls_restore_in_turn(layer):
     assert torch.equal(inner[0], alone)
     assert (mamba_simple.selective_scan_fn, mamba_simple.causal_conv1d_fn) == before
     assert layer.use_fast_path is True and other.use_fast_path is True
+
+
+def test_a_gpu_without_the_extension_takes_the_reference_path(layer, monkeypatch):
+    """On a GPU where mamba-ssm's CUDA scan is not built (simulated here: the input counts as CUDA, the extension
+    as missing), the layer runs its reference path with selective_scan_ref, keeps causal-conv1d's function (it runs
+    on CUDA), and the backend names the fallback."""
+    from mamba_ssm.modules import mamba_simple
+
+    from course_utils.refs import ssm
+
+    calls = []
+
+    def fake_causal_conv1d(x, weight, bias=None, activation=None):  # what causal-conv1d computes, on any device
+        calls.append(activation)
+        K = weight.shape[-1]
+        return F.silu(F.conv1d(F.pad(x, (K - 1, 0)), weight[:, None], bias, groups=x.shape[1]))
+
+    x = torch.randn(2, 11, 16, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = mamba_block(layer, x)
+        monkeypatch.setattr(ssm, "on_cuda", lambda t: True)
+        monkeypatch.setattr(ssm, "_mamba", lambda: False)
+        monkeypatch.setattr(mamba_simple, "causal_conv1d_fn", fake_causal_conv1d)
+        got = mamba_block(layer, x)
+    assert calls == ["silu"] and mamba_simple.causal_conv1d_fn is fake_causal_conv1d
+    assert relative_rms_error(got, want) < 1e-6
+    assert refs.last_backend() == ("mamba_ssm.Mamba (reference path, selective_scan_ref) "
+                                   "(CPU; mamba-ssm CUDA extension not built)")
