@@ -816,6 +816,8 @@ def kernel_names(fn: Callable[..., Any], depth: int = 4) -> set[str]:
                 pass
         for name in used | set(f.__code__.co_freevars):
             obj = scope.get(name)
+            if in_kernel and obj is tl.associative_scan:  # imported under another name
+                names.add("associative_scan")
             jit_fn = _jit_python_function(obj)
             if jit_fn is not None:
                 visit(jit_fn, True, level + 1)

@@ -19,6 +19,7 @@ from family_tests import (  # noqa: F401  (collected here, parametrized by IDS)
     test_solution_passes,
     test_solution_passes_in_bf16,
 )
+from triton.language import associative_scan as tl_scan
 
 from course_utils.exercises import EXERCISES, grade
 from course_utils.exercises import selective_scan as family
@@ -376,11 +377,30 @@ def test_uncatalogued_slips_are_rejected(ex_id, fn, says):
         grade(ex_id, fn, quiet=True, **CPU)
 
 
+@triton.jit
+def _scan_in_a_helper(a, b):
+    return tl_scan((a, b), 0, _first_order)  # tl.associative_scan imported under another name
+
+
+@triton.jit
+def _kernel_with_helper(x_ptr, out_ptr, BLOCK: tl.constexpr):
+    x = tl.load(x_ptr + tl.arange(0, BLOCK))
+    _, h = _scan_in_a_helper(x, x)
+    tl.store(out_ptr + tl.arange(0, BLOCK), h)
+
+
+def _launches_the_helper_kernel(x):
+    out = torch.empty_like(x)
+    _kernel_with_helper[(1,)](x, out, BLOCK=x.numel())
+    return out
+
+
 def test_kernel_names_follow_launchers_and_helpers():
     """The scan check reads the code of the kernels a launcher reaches (through globals, closures and
     @triton.jit helpers), so a kernel written in another layout or with the scan in a helper is recognised."""
     assert "associative_scan" in family.kernel_names(selective_scan_time_first_kernel)
     assert "associative_scan" in family.kernel_names(family.triton_wrong("right"))
+    assert "associative_scan" in family.kernel_names(_launches_the_helper_kernel)
     assert "associative_scan" not in family.kernel_names(family.stepwise_kernel_scan)
     assert "associative_scan" not in family.kernel_names(selective_scan_blelloch)
 
