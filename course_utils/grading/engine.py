@@ -16,7 +16,17 @@ from course_utils.grading.checks import check_form, check_values, leaves, tolera
 from course_utils.grading.diagnosis import grad_name
 from course_utils.grading.how import portable
 from course_utils.grading.spec import Case, Exercise, TensorOut, dtype_name
-from course_utils.grading.trial import Fail, Trial, check_not_mutated, fail, format_exception, indent, snapshot
+from course_utils.grading.trial import (
+    Fail,
+    Trial,
+    check_not_mutated,
+    fail,
+    format_exception,
+    indent,
+    is_unsolved_stub,
+    library_gap_hint,
+    snapshot,
+)
 
 
 @dataclass(frozen=True)
@@ -168,8 +178,11 @@ def _check_grads(trial: Trial, node: Any, got: Any, exp_grads: list[Any]) -> flo
     grad_leaves = _grad_leaves(inputs, ex.grad_inputs)
     try:
         grads = torch.autograd.grad(loss, [t for _, t in grad_leaves], allow_unused=True)
-    except NotImplementedError:
-        raise
+    except NotImplementedError as exc:
+        if is_unsolved_stub(exc):
+            raise
+        fail("the backward pass through your function raised NotImplementedError\n" + indent(format_exception(exc), 4),
+             library_gap_hint(exc))
     except Exception as exc:
         fail("the backward pass through your function raised an exception\n" + indent(format_exception(exc), 4),
              "an in-place change of a tensor autograd saved (x += ..., x[...] = ...) or a custom backward "

@@ -8,6 +8,7 @@ student's function through it turns whatever goes wrong into a `Fail` with the s
 from __future__ import annotations
 
 import os
+import re
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -15,6 +16,30 @@ from typing import Any, Callable
 import torch
 
 from course_utils.grading.spec import Case, Exercise
+
+_LIBRARY_DIRS = ("/site-packages/", "/dist-packages/")
+_TORCH_DTYPE_GAP = re.compile(r"not implemented for '([^']+)'|Could not run '")
+
+
+def is_unsolved_stub(exc: NotImplementedError) -> bool:
+    """Whether `exc` is an unsolved exercise's `raise NotImplementedError(...)` (passed through unchanged), not a
+    library refusing a call the student's code made: torch without a kernel for a dtype ('"lu_cpu" not
+    implemented for 'BFloat16'', raised from C++, so the student's line is the innermost frame) or a Python
+    library's own `raise` (e.g. an fla kernel without a backward)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames and any(d in frames[-1].filename.replace("\\", "/") for d in _LIBRARY_DIRS):
+        return False
+    return not _TORCH_DTYPE_GAP.search(str(exc))
+
+
+def library_gap_hint(exc: NotImplementedError) -> str:
+    """What to do when a library call raised NotImplementedError (see is_unsolved_stub)."""
+    gap = _TORCH_DTYPE_GAP.search(str(exc))
+    if gap and gap.group(1):
+        return (f"torch has no {gap.group(1)} version of an operation you call on this device: compute that step in "
+                "float32 (x.float()) and cast the result back to the inputs' dtype (.to(q.dtype))")
+    return ("a library function you call does not support this use (its message above says what): compute "
+            "that step yourself, as the exercise asks")
 
 
 class Fail(Exception):
@@ -57,8 +82,12 @@ class Trial:
         self.last_call = call_repr
         try:
             return fn(*args, **kwargs)
-        except NotImplementedError:
-            raise
+        except NotImplementedError as exc:
+            if is_unsolved_stub(exc):
+                raise
+            at = f" {where}" if where else ""
+            fail(f"a library call in your function raised NotImplementedError{at} (call: {call_repr})\n"
+                 + indent(format_exception(exc), 4), library_gap_hint(exc))
         except Exception as exc:  # the student's bug: show it with their line
             at = f" {where}" if where else ""
             if isinstance(exc, TypeError) and len(traceback.extract_tb(exc.__traceback__)) == 1:

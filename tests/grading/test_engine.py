@@ -156,3 +156,47 @@ def test_the_kernel_check_rejects_a_launcher_computing_in_pytorch():
 
     with pytest.raises(AssertionError, match=r"in PyTorch \(it calls torch's div, stack, sum outside"):
         grade("6.4", sums_partials, **CPU)
+
+
+def test_a_library_not_implemented_error_is_a_failure_with_a_hint_not_a_stub():
+    """torch raises NotImplementedError for an op without a kernel in a dtype ("lu_cpu" not implemented for
+    'BFloat16'): that is the student's bug to fix (compute in float32), not an unsolved exercise."""
+    def solve_in_bf16(q, k, v, scale=None, initial_state=None, normalize=False):
+        eye = torch.eye(2, dtype=torch.bfloat16)
+        torch.linalg.solve(eye, eye)  # no bfloat16 LU on a CPU
+        return recurrent(q, k, v, scale, initial_state, normalize)
+
+    with pytest.raises(AssertionError) as info:
+        grade("2.2", solve_in_bf16, **CPU)
+    msg = str(info.value)
+    assert "raised NotImplementedError" in msg and "not implemented for 'BFloat16'" in msg
+    assert "torch has no BFloat16 version of an operation" in msg and "x.float()" in msg
+
+
+def test_is_unsolved_stub_tells_stubs_from_library_refusals():
+    from course_utils.grading.trial import is_unsolved_stub
+
+    def raised(fn):
+        try:
+            fn()
+        except NotImplementedError as exc:
+            return exc
+        raise AssertionError("expected NotImplementedError")
+
+    def stub():
+        raise NotImplementedError("Exercise 7.1a: zero-order hold — write your code here")
+
+    def own_message():
+        raise NotImplementedError  # a student's own placeholder counts as not attempted too
+
+    def torch_gap():
+        torch.linalg.solve(torch.eye(2, dtype=torch.bfloat16), torch.eye(2, dtype=torch.bfloat16))
+
+    assert is_unsolved_stub(raised(stub)) and is_unsolved_stub(raised(own_message))
+    assert not is_unsolved_stub(raised(torch_gap))
+    # a Python library's own raise (fla: a kernel without a backward): the innermost frame is under site-packages
+    code = compile("def f():\n    raise NotImplementedError('Backward pass is not implemented yet')\n",
+                   "/x/site-packages/fla/ops/fused_recurrent.py", "exec")
+    ns: dict = {}
+    exec(code, ns)
+    assert not is_unsolved_stub(raised(ns["f"]))
