@@ -141,8 +141,9 @@ def _expected_leaves(trial: Trial) -> list[tuple[Any, Any]]:
 def generic_value_hint(name: str, g: torch.Tensor, e: torch.Tensor, layout: str | None, err: float | None,
                        tol: float) -> str:
     """What the numbers alone say: reversed time, a constant factor, or an error confined to a few rows."""
-    if layout and "T" in layout and len(layout) == g.dim() and g.shape[layout.index("T")] > 1:
-        flipped = e.flip(layout.index("T"))
+    time_axis = next((layout.index(a) for a in "TL" if layout and a in layout), None)  # T, or mamba's L
+    if time_axis is not None and len(layout) == g.dim() and g.shape[time_axis] > 1:
+        flipped = e.flip(time_axis)
         if relative_rms_error(g, flipped) <= max(10 * tol, 1e-3):
             return f"your {name} is the expected one reversed in time: iterating t backwards, or a flip?"
     denom = (e * e).sum().item()
@@ -150,7 +151,7 @@ def generic_value_hint(name: str, g: torch.Tensor, e: torch.Tensor, layout: str 
         c = (g * e).sum().item() / denom
         if abs(c - 1) > 10 * tol and relative_rms_error(g, c * e) <= max(10 * tol, 1e-3):
             return (f"your {name} is {c:.4g} × the expected one: a missing or extra constant factor "
-                    "(the scale?)")
+                    "(a scale or step size applied twice, or not at all?)")
     if err is not None and err <= tol:
         return ("the error is confined to a few rows (the others are right): look at what is special about "
                 "the rows listed above — the first or last step, one head, a chunk boundary")

@@ -21,6 +21,10 @@ from course_utils.refs._checks import record
 
 def _as_numpy(fn: str, name: str, x):
     if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise TypeError(f"{fn}: {name} must be a real matrix; got {x.dtype}. The course's continuous SSMs are "
+                            "real (S4D's complex diagonal is discretised elementwise, not here); .double() would drop "
+                            "the imaginary part.")
         if not x.is_floating_point():
             raise TypeError(f"{fn}: {name} must be a floating tensor; got {x.dtype} (use {name}.double()).")
         return x.detach().to("cpu", torch.float64).numpy()
