@@ -96,17 +96,26 @@ NO_TXT = ("this form never materialises anything T×T: keep only what grows line
           "or per chunk, the outputs), as the equation in the docstring does")
 
 
-# What a launcher may do in PyTorch besides launching kernels: allocate, look at shapes and strides, change the
-# layout or the dtype of a tensor (views, .contiguous(), .to(...)). Anything else computes part of the answer.
+# What a launcher may do in PyTorch besides launching kernels: allocate (and fill or copy into what it allocated),
+# pad, look at shapes and strides, change the layout or the dtype of a tensor (views, .contiguous(), .to(...)), and
+# check its inputs (comparisons, any/all, max/min, isfinite) to raise a clear error. Anything else computes part of
+# the answer.
 LAUNCHER_TORCH_OPS = frozenset({
-    "__get__", "__len__", "__getitem__", "__bool__", "__index__", "__format__", "__repr__", "__hash__",
+    "__get__", "__len__", "__getitem__", "__bool__", "__index__", "__int__", "__float__", "__format__", "__repr__",
+    "__hash__", "item", "tolist",
     "size", "stride", "dim", "ndimension", "numel", "nelement", "element_size", "is_contiguous",
     "is_floating_point", "data_ptr", "storage_offset", "untyped_storage", "get_device",
     "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
-    "new_empty", "new_zeros", "new_ones", "new_full", "new_empty_strided",
+    "new_empty", "new_zeros", "new_ones", "new_full", "new_empty_strided", "tensor", "as_tensor", "new_tensor",
+    "arange",
+    "__setitem__", "copy_", "fill_", "zero_", "pad", "constant_pad_nd", "cat", "concat", "concatenate",
     "contiguous", "view", "reshape", "view_as", "reshape_as", "transpose", "permute", "unsqueeze", "squeeze",
-    "flatten", "unflatten", "expand", "expand_as", "t", "movedim", "narrow", "select", "unbind", "chunk", "split",
-    "to", "type", "float", "half", "bfloat16", "double", "cuda", "cpu", "detach", "clone", "requires_grad_",
+    "flatten", "unflatten", "expand", "expand_as", "broadcast_to", "as_strided", "repeat", "repeat_interleave",
+    "t", "movedim", "narrow", "select", "unbind", "chunk", "split",
+    "to", "type", "type_as", "float", "half", "bfloat16", "double", "int", "long", "bool", "cuda", "cpu", "detach",
+    "clone", "requires_grad_",
+    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "eq", "ne", "lt", "le", "gt", "ge", "any", "all",
+    "isfinite", "isnan", "isinf", "max", "min", "amax", "amin", "aminmax",
 })
 
 
@@ -126,8 +135,9 @@ class LauncherCalls(TorchCalls):
 def launches_a_kernel(trial: Trial, fn: Callable[..., Any]) -> None:
     """A check that fn computes with Triton kernels only: on the exercise's first case, Triton's runtime (its
     launcher, or the interpreter on a CPU) must run inside the call, and the launcher itself may call torch only to
-    allocate, reshape or cast (LAUNCHER_TORCH_OPS) — a launcher that computes part of the answer in PyTorch (the
-    chunk states with torch.einsum, a reduction of partial outputs) fails."""
+    allocate, pad, reshape, cast or check its inputs (LAUNCHER_TORCH_OPS) — a launcher that computes part of the
+    answer in PyTorch (the chunk states with torch.einsum, the cumulative gates with torch.cumsum, a reduction of
+    partial outputs) fails."""
     ex = trial.exercise
     case = ex.cases(trial.device, [torch.float32])[0]
     probe = Trial(ex, case, trial.device, ex.make_inputs(case, trial.device), trial.fn_name)
@@ -142,9 +152,10 @@ def launches_a_kernel(trial: Trial, fn: Callable[..., Any]) -> None:
     if computed:
         fail("kernel check: your function launches a kernel but computes part of the answer in PyTorch (it calls "
              f"torch's {', '.join(computed)} outside the kernel)",
-             "the launcher only allocates outputs, makes inputs contiguous and launches; every arithmetic step of "
-             "the exercise (sums, products, exponentials, cumulative sums, reductions of partial results) "
-             "belongs inside your @triton.jit kernels")
+             "the launcher only allocates outputs, makes inputs contiguous (reshapes, pads, casts) and launches; "
+             "every arithmetic step of the exercise (sums, products, exponentials, cumulative sums, reductions of "
+             "partial results) belongs inside your @triton.jit kernels — a preprocessing step too: give it a "
+             "kernel of its own")
 
 
 def no_quadratic_memory(make_probe: Callable[[int, torch.device], tuple[tuple, dict]], small: int = 256,

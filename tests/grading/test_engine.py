@@ -158,6 +158,40 @@ def test_the_kernel_check_rejects_a_launcher_computing_in_pytorch():
         grade("6.4", sums_partials, **CPU)
 
 
+def test_the_kernel_check_accepts_padding_copying_and_input_checks():
+    """launches_a_kernel's allowed torch calls are what a launcher legitimately does besides allocating: pad
+    (F.pad, or zeros and a copy into them), concatenate, cast with type_as, and check its inputs to raise a clear
+    error (comparisons, any, max, isfinite). The torch.cumsum of the gates as a preprocessing step is still
+    computing in PyTorch."""
+    import torch.nn.functional as F
+
+    from course_utils.exercises import kernels
+
+    def checked_padded_launcher(q, k, v, scale=None, initial_state=None):
+        if not torch.isfinite(q).all() or q.max() > 1e6 or q.min() < -1e6:
+            raise ValueError("q holds non-finite or huge values")
+        T = q.shape[1]
+        q = F.pad(q, (0, 0, 0, 0, 0, 3))[:, :T]  # padded, then the real steps taken back
+        k_buf = torch.zeros(k.shape[0], T + 3, *k.shape[2:], dtype=k.dtype, device=k.device)
+        k_buf[:, :T] = k
+        v_buf = v.new_zeros(v.shape[0], T + 3, *v.shape[2:])
+        v_buf[:, :T].copy_(v)
+        v2 = torch.cat([v_buf[:, :T], v_buf[:, T:]], dim=1)[:, :T]
+        o, S = kernels.recurrent_wrong("correct")(q.contiguous(), k_buf[:, :T].contiguous(), v2.contiguous(), scale,
+                                                  initial_state)
+        return o.type_as(v), S
+
+    grade("6.4", checked_padded_launcher, quiet=True, **CPU)
+
+    def cumsum_first(g, chunk_size):
+        g = g.contiguous()
+        running = g.cumsum(1)  # computing in PyTorch, then a kernel that "does" the rest
+        return kernels.cumsum_wrong("correct")(running - running + g, chunk_size)
+
+    with pytest.raises(AssertionError, match=r"in PyTorch \(it calls torch's add, cumsum, sub outside"):
+        grade("6.3", cumsum_first, **CPU)
+
+
 def test_a_library_not_implemented_error_is_a_failure_with_a_hint_not_a_stub():
     """torch raises NotImplementedError for an op without a kernel in a dtype ("lu_cpu" not implemented for
     'BFloat16'): that is the student's bug to fix (compute in float32), not an unsolved exercise."""
