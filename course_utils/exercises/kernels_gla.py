@@ -117,6 +117,9 @@ def _gla_recurrent_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, s0_ptr, sT_ptr, T, 
         k = tl.load(k_ptr + row * K + ok).to(tl.float32)
         v = tl.load(v_ptr + row * V + ov).to(tl.float32)
         g = tl.load(g_ptr + row * K + ok).to(tl.float32)
+        if MISTAKE == "next_gate":  # a prefetch gone wrong: step t decays with g_(t+1)
+            g = tl.load(g_ptr + (row + H) * K + ok, mask=(ok >= 0) & (t + 1 < T), other=0.0).to(tl.float32)
+        S_before = S * tl.exp(g)[:, None]  # the decayed state before this step's write
         if MISTAKE == "gate_after_update":
             S = (S + k[:, None] * v[None, :]) * tl.exp(g)[:, None]
         elif MISTAKE == "gate_on_values":  # BK == BV in this launcher, so the shapes agree
@@ -132,6 +135,8 @@ def _gla_recurrent_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, s0_ptr, sT_ptr, T, 
         else:
             S = S * tl.exp(g)[:, None] + k[:, None] * v[None, :]
         o = tl.sum(S * q[:, None], axis=0) * scale
+        if MISTAKE == "exclusive":
+            o = tl.sum(S_before * q[:, None], axis=0) * scale
         tl.store(o_ptr + row * V + ov, o.to(o_ptr.dtype.element_ty))
     if MISTAKE != "no_final_state":
         tl.store(sT_ptr + state, S)
@@ -194,6 +199,13 @@ GLA_RECURRENT = register(Exercise(
                 "ignores initial_state: load this program's block of it into S before the loop"),
         Mistake("final state never stored", gla_recurrent_wrong("no_final_state", "no_final_state"),
                 says=("final_state", "all zeros")),
+        Mistake("output read before the state update", gla_recurrent_wrong("exclusive", "exclusive"),
+                "o_t is read from the state before k_t v_t^T is added: the read-out is inclusive, "
+                "o_t = scale * q_t^T S_t with S_t already holding step t"),
+        Mistake("step t decayed with the next step's gate (a prefetch gone wrong)",
+                gla_recurrent_wrong("next_gate", "next_gate"),
+                "step t decays the state with g_(t+1): with a prefetch, compute step t with the q, k, v, g loaded for "
+                "step t and only then swap in the prefetched ones — S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T"),
         Mistake("loop bound off by one (range(T - 1))", gla_recurrent_wrong("loop_off_by_one", "loop_off_by_one"),
                 "only the last step is wrong (and the final state misses it): the loop is off by one — "
                 "range(0, T) visits every step"),
@@ -239,6 +251,8 @@ def _gla_states_kernel(k_ptr, v_ptr, g_ptr, h_ptr, s0_ptr, sT_ptr, T, NT, H: tl.
         k_dec = k * tl.exp(G_last[None, :] - G)
         if MISTAKE == "k_not_decayed":
             k_dec = k
+        elif MISTAKE == "k_decayed_from_start":
+            k_dec = k * tl.exp(G)
         update = tl.dot(tl.trans(k_dec), v, input_precision="ieee")
         decay = tl.exp(G_last)[:, None]
         if MISTAKE == "no_state_decay":
@@ -283,6 +297,8 @@ def _gla_output_kernel(q_ptr, k_ptr, v_ptr, g_ptr, h_ptr, o_ptr, T, NT, scale, H
         q_inter = q * tl.exp(prefix[None, :] + Gi)
         if MISTAKE == "inter_not_gated":
             q_inter = q
+        elif MISTAKE == "inter_from_sub_block":
+            q_inter = q * tl.exp(Gi)
         o = tl.dot(q_inter, S, input_precision="ieee")
         q_ref = q * tl.exp(Gi)
         if MISTAKE == "unstable":  # one reference for the whole chunk, its start: exp(G_t) * exp(-G_s)
@@ -298,6 +314,8 @@ def _gla_output_kernel(q_ptr, k_ptr, v_ptr, g_ptr, h_ptr, o_ptr, T, NT, scale, H
             Gj = prefix_j[None, :] + tl.cumsum(gj, axis=0)
             prefix_j += tl.sum(gj, axis=0)
             k_ref = kj * tl.exp(prefix[None, :] - Gj)
+            if MISTAKE == "earlier_keys_not_decayed":
+                k_ref = kj
             if MISTAKE == "unstable":
                 k_ref = kj * tl.exp(-Gj)
             A = tl.dot(q_ref, tl.trans(k_ref), input_precision="ieee")
@@ -317,7 +335,8 @@ def _gla_output_kernel(q_ptr, k_ptr, v_ptr, g_ptr, h_ptr, o_ptr, T, NT, scale, H
         else:
             o = o * scale
         tl.store(o_ptr + row[:, None] * V + ov[None, :], o.to(o_ptr.dtype.element_ty), mask=mask)
-        prefix += tl.sum(g, axis=0)
+        if MISTAKE != "prefix_not_advanced":
+            prefix += tl.sum(g, axis=0)
 
 
 def chunk_gla_wrong(name: str, states: str = "", output: str = "", grid_floor: bool = False,
@@ -402,6 +421,10 @@ CHUNK_GLA = register(dataclasses.replace(
         Mistake("keys not decayed to the chunk's end", chunk_gla_wrong("k_not_decayed", "k_not_decayed"),
                 "each key of the chunk decays from its step to the chunk's last: the update is "
                 "(K_[n] * exp(G_last - G))^T V_[n], not K_[n]^T V_[n]"),
+        Mistake("keys decayed from the chunk's start, not to its end",
+                chunk_gla_wrong("k_decayed_from_start", "k_decayed_from_start"),
+                "each key of the chunk decays from its step to the chunk's last, exp(G_last - G), not exp(G): the "
+                "update is (K_[n] * exp(G_last - G))^T V_[n]"),
         Mistake("initial_state ignored", chunk_gla_wrong("ignores_initial_state", "ignores_initial_state"),
                 "ignores initial_state: the first chunk's state is initial_state (zeros only when None)"),
         Mistake("state accumulated in bfloat16", chunk_gla_wrong("bf16_state", "bf16_state"), BF16_STATE_HINT),
@@ -421,6 +444,20 @@ CHUNK_GLA = register(dataclasses.replace(
         Mistake("inter-chunk term not gated", chunk_gla_wrong("inter_not_gated", output="inter_not_gated"),
                 "the state entering the chunk decays up to step t: (Q * exp(G)) S_[n], G the chunk-local "
                 "cumulative gate, not Q S_[n]"),
+        Mistake("inter-chunk term decayed from the sub-block's start, not the chunk's",
+                chunk_gla_wrong("inter_from_sub_block", output="inter_from_sub_block"),
+                "from the second sub-block on, the state entering the chunk is not decayed enough: it decays from "
+                "the chunk's start, exp(P_i + G^(i)) with P_i the gate summed over the sub-blocks before, not "
+                "exp(G^(i))"),
+        Mistake("sub-block reference P_i never advanced (stays 0)",
+                chunk_gla_wrong("prefix_not_advanced", output="prefix_not_advanced"),
+                "only the sub-blocks after the first are wrong: P_i, the cumulative gate before sub-block i, must grow "
+                "by each sub-block's summed gate as the loop moves on"),
+        Mistake("earlier sub-blocks' keys not decayed", chunk_gla_wrong("earlier_keys_not_decayed",
+                output="earlier_keys_not_decayed"),
+                "from the second sub-block on, the earlier sub-blocks' keys miss their decay: "
+                "exp(G_t - G_s) = exp(G_t - P_i) * exp(P_i - G_s), so each key of sub-block j < i is scaled by "
+                "exp(P_i - G_s)"),
         Mistake("intra-chunk mask strictly below the diagonal", chunk_gla_wrong("strict_mask", output="strict_mask"),
                 "the intra-chunk part misses the diagonal: token t attends to itself (s <= t: rows >= cols)"),
         Mistake("no causal mask inside the diagonal sub-block",
