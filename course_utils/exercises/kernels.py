@@ -405,6 +405,11 @@ def _first_order_swapped(a1, b1, a2, b2):
 
 
 @triton.jit
+def _first_order_earlier_decay(a1, b1, a2, b2):
+    return a1 * a2, a1 * b1 + b2
+
+
+@triton.jit
 def _first_order_decays_input(a1, b1, a2, b2):
     return a1 * a2, a2 * (b1 + b2)
 
@@ -440,6 +445,10 @@ def _scan_kernel(g_ptr, x_ptr, o_ptr, T, H: tl.constexpr, K: tl.constexpr, BT: t
             A, Hs = tl.associative_scan((a, x), 0, _first_order_swapped)
         elif MISTAKE == "decays_input":
             A, Hs = tl.associative_scan((a, x), 0, _first_order_decays_input)
+        elif MISTAKE == "earlier_decay":
+            A, Hs = tl.associative_scan((a, x), 0, _first_order_earlier_decay)
+        elif MISTAKE == "along_k":
+            A, Hs = tl.associative_scan((a, x), 1, _first_order)
         elif MISTAKE == "no_decay":
             Hs = tl.cumsum(x, axis=0)
         else:
@@ -498,6 +507,12 @@ SCAN = register(Exercise(
         Mistake("combine in the wrong order", scan_wrong("swapped", "swapped"),
                 "the combine is applied in the wrong order: (a1, b1) is the earlier element, so "
                 "(a1, b1) ∘ (a2, b2) = (a1·a2, a2·b1 + b2) — the later decay a2 multiplies the earlier sum b1"),
+        Mistake("combine decays the earlier sum with the earlier decay", scan_wrong("earlier_decay", "earlier_decay"),
+                "the earlier sum b1 is decayed by its own a1: a step's decay applies to what came before it, so "
+                "(a1, b1) ∘ (a2, b2) = (a1·a2, a2·b1 + b2) — the later decay a2 multiplies b1"),
+        Mistake("scan along K, not along time", scan_wrong("along_k", "along_k"),
+                "the scan runs along the channels: the recurrence is along time, axis 0 of the [chunk_size, K] "
+                "block — tl.associative_scan((a, x), 0, first_order)"),
         Mistake("combine decays the new input too", scan_wrong("decays_input", "decays_input"),
                 "the combine decays the new input too: h_t = a_t h_(t-1) + x_t adds x_t undecayed, so the "
                 "second component is a2·b1 + b2, not a2·(b1 + b2)"),
