@@ -413,3 +413,52 @@ def test_inputs_follow_the_case_flags():
     assert set(plain) == {"u", "delta", "A", "B", "C"} and (plain["delta"] > 0).all() and (plain["A"] < 0).all()
     full = family.scan_inputs(EXERCISES["8.2"].cases(torch.device("cpu"), [torch.float32])[0], torch.device("cpu"))
     assert {"D", "z", "delta_bias", "delta_softplus"} <= set(full) and (full["delta"] < 0).any()
+
+
+# ------------------------------------------------------------------------------ a state kept in the inputs' dtype
+
+FP16 = {"device": "cpu", "dtypes": [torch.float32, torch.float16]}
+STATE_DTYPE = {"8.2": family.STATE_IN_INPUT_DTYPE, "8.3c": family.STATE_IN_INPUT_DTYPE,
+               "8.4": family.STATE_IN_INPUT_DTYPE_KERNEL}
+
+
+def _state_dtype_mistake(ex_id):
+    return next(m for m in EXERCISES[ex_id].mistakes if m.name.startswith("state kept in the inputs' dtype"))
+
+
+@pytest.mark.parametrize("ex_id", ["8.2", "8.3c"])
+def test_state_in_input_dtype_is_rejected_in_fp16(ex_id):
+    """A T4 grades in float16: the long "slow" case rejects the state kept in float16 too, with the same hint (the
+    catalogue's test rejects it in bfloat16)."""
+    assert_rejected(ex_id, dataclasses.replace(_state_dtype_mistake(ex_id), options=FP16))
+
+
+@pytest.mark.parametrize("ex_id", ["8.2", "8.3c", pytest.param("8.4", marks=needs_interpreter)])
+def test_solution_passes_in_fp16(ex_id, capsys):
+    grade(ex_id, solution(ex_id), **FP16)
+    assert "float16" in capsys.readouterr().out
+
+
+def test_the_slow_case_separates_a_state_in_input_dtype():
+    """The margins the long case is chosen for, on 8.2's slow case: a state rounded to the inputs' dtype every step
+    is >= 2x the tolerance off in `out`, a float32 state <= 1/3 of it (figures in the comment beside SCAN_HALF)."""
+    from course_utils.conventions import relative_rms_error
+    from course_utils.grading.checks import tolerance
+
+    cpu = torch.device("cpu")
+    for dtype in (torch.bfloat16, torch.float16):
+        case = next(c for c in EXERCISES["8.2"].cases(cpu, [torch.float32, dtype]) if c.get("slow"))
+        inputs = family.scan_inputs(case, cpu)
+        expected, _ = family._reference_scan(inputs, case)
+        tol = tolerance(dtype, cpu)
+        wrong = relative_rms_error(family.scan_core(state_in_input_dtype=True)(**inputs)[0], expected)
+        right = relative_rms_error(family.scan_core()(**inputs)[0], expected)
+        assert wrong >= 2 * tol and right <= tol / 3, (dtype, wrong, right, tol)
+
+
+def test_slow_inputs_have_a_long_memory():
+    case = next(c for c in EXERCISES["8.2"].cases(torch.device("cpu"), [torch.float32, torch.bfloat16])
+                if c.get("slow"))
+    inputs = family.scan_inputs(case, torch.device("cpu"))
+    decay = inputs["delta"].float()[..., None].mean() * -inputs["A"].mean()  # the mean Δ|A| a step
+    assert case["L"] >= 1024 and decay.item() < 2 ** -9 and inputs["u"].float().mean() > 0.5
