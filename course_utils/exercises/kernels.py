@@ -94,6 +94,11 @@ RACE_HINT = ("two programs store to the same output block, each with a partial r
 INPUT_DTYPE_STATE_HINT = ("the state is rounded to the inputs' dtype (bfloat16 here) at every step: in float32 cases "
                           "that changes nothing, in bfloat16 the small updates of a long memory are lost. Keep S in "
                           "float32 between steps/chunks and cast only what you store")
+RACE_STATES_HINT = ("two programs store to the same block of the chunk states: a value-block program that loads and "
+                    "stores without its own offset (ov = tl.arange(0, BV), not i_v * BV + tl.arange(0, BV)) writes "
+                    "value block 0 like every other, and the last writer wins — here the interpreter runs programs in "
+                    "order, on a GPU the answer changes from run to run. Each program owns the block of h at its own "
+                    "value (and key) offset")
 # in a bfloat16 case a state rounded to bfloat16 and one rounded to the inputs' dtype are the same kernel: either hint
 STATE_DTYPE_SAYS = ("bfloat16", "Keep S in float32")
 BF16_STATE_HINT = ("the state loses precision: it is accumulated in bfloat16. Keep S in float32 "
@@ -812,7 +817,7 @@ CHUNKED_KERNELS = register(dataclasses.replace(
         Mistake("scale missing on the intra-chunk part", chunked_wrong("intra_unscaled", output="intra_unscaled"),
                 "the intra-chunk part misses the scale: o = scale * (Q S_[n] + tril(Q K^T) V)"),
         Mistake("race: every value-block program writes value block 0 of the states",
-                chunked_wrong("race_v_offset", "race_v_offset"), RACE_HINT),
+                chunked_wrong("race_v_offset", "race_v_offset"), RACE_STATES_HINT),
         Mistake("chunk states accumulated in bfloat16", chunked_wrong("bf16_state", "bf16_state"), BF16_STATE_HINT),
         Mistake("chunk states rounded to the inputs' dtype every chunk (bf16 inputs)",
                 chunked_wrong("state_in_input_dtype", "state_in_input_dtype"), INPUT_DTYPE_STATE_HINT,

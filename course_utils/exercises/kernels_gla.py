@@ -37,6 +37,7 @@ from course_utils.exercises.kernels import (
     INPUT_DTYPE_STATE_HINT,
     KERNEL_CHECKS,
     RACE_HINT,
+    RACE_STATES_HINT,
     STATE_DTYPE_SAYS,
     _grid_note,
 )
@@ -432,7 +433,7 @@ CHUNK_GLA = register(dataclasses.replace(
                 chunk_gla_wrong("state_in_input_dtype", "state_in_input_dtype"), INPUT_DTYPE_STATE_HINT,
                 says=STATE_DTYPE_SAYS, options=BF16),
         Mistake("race: every value-block program writes value block 0 of the states",
-                chunk_gla_wrong("race_v_offset", "race_v_offset"), RACE_HINT),
+                chunk_gla_wrong("race_v_offset", "race_v_offset"), RACE_STATES_HINT),
         Mistake("states kernel walks T // chunk_size chunks (ragged last chunk left out)",
                 chunk_gla_wrong("nt_floor", nt_floor=True),
                 "the ragged last chunk is left out of the states: walk NT = triton.cdiv(T, chunk_size) chunks "
