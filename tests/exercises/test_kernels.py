@@ -521,6 +521,16 @@ def test_gla_kernels_take_any_head_dims(K, V, T):
         torch.testing.assert_close(S, S_ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("ex_id", ["6.5", "6.7"])
+@pytest.mark.parametrize("chunk_size", [8, 24])
+def test_chunked_launchers_refuse_a_bad_chunk_size(ex_id, chunk_size):
+    """A chunk size that is not a power of two >= 16 is refused with a clear error, not a Triton compile error."""
+    q = torch.randn(1, 20, 1, 16)
+    args = (q, q, torch.randn(1, 20, 1, 32)) + ((-torch.rand(1, 20, 1, 16),) if ex_id == "6.7" else ())
+    with pytest.raises(ValueError, match=f"chunk_size must be a power of two >= 16.*got {chunk_size}"):
+        solution(ex_id)(*args, chunk_size=chunk_size)
+
+
 def test_gla_kernels_skip_the_final_state_on_request():
     """output_final_state=False (fla's option) returns (o, None) with the same o."""
     inputs = kernels_gla.gla_inputs(EXERCISES["6.6"].cases(torch.device("cpu"), [torch.float32])[1],
