@@ -22,6 +22,9 @@ Every mistake is an implementation that makes it: `scan_core` runs the recurrenc
 mistakes asked for (8.2, 8.3c, and the block's scan), `parallel_wrong` the Hillis-Steele scan, `triton_wrong`
 launches `_scan_kernel` with one wrong line switched on by its MISTAKE constexpr (a real kernel per mistake),
 `block_wrong` the Mamba block, `step_wrong` the decoding step.
+
+Where a half dtype is graded (a GPU), 8.2, 8.3c and 8.4 add a long "slow" case (small Δ, a steady input: see
+SLOW_DELTA): the only case where a state kept in bf16/fp16 instead of float32 is off by more than the tolerance.
 """
 
 from __future__ import annotations
@@ -1196,6 +1199,12 @@ def step_wrong(name: str, **mistakes: Any) -> Callable[..., tuple[torch.Tensor, 
         return out.to(x.dtype), new
 
     return _named(step, name)
+
+
+# No "state kept in the inputs' dtype" mistake here: mamba-ssm's selective_state_update stores the new state in the
+# state tensor's own dtype, and Mamba.allocate_inference_cache makes that the model's dtype (bf16 for a bf16 model);
+# one step rounded to bf16 is also 2^-9 off, far inside any tolerance. The grader accepts new_state in float32 or
+# the inputs' dtype (TensorOut(state=True)).
 
 
 def _reference_step(inputs: dict[str, Any], case: Case) -> tuple[torch.Tensor, torch.Tensor]:
