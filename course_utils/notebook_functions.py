@@ -3,7 +3,8 @@
 Tests take the correct implementation of every exercise from its solution notebook (so a solution and its
 test never drift apart), and an instructor's tools read students' notebooks the same way. Running the whole
 notebook would also run its benchmarks and figures; instead every code cell's *definitions* — imports,
-functions, classes and UPPER_CASE literal constants — are executed in one fresh namespace, in notebook order, and
+functions, classes and UPPER_CASE literal constants (also as `tl.constexpr(literal)`, the only globals a Triton
+kernel compiled for a GPU may read) — are executed in one fresh namespace, in notebook order, and
 each `grade("N.M", fn)` call names the function it grades.
 """
 
@@ -17,14 +18,19 @@ from typing import Any, Callable
 import nbformat
 
 _KEPT = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)
+_CONSTEXPR_CALLS = ("tl.constexpr", "triton.language.constexpr")
 
 
 def _is_constant_assignment(node: ast.stmt) -> bool:
     targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
     if not targets or not all(isinstance(t, ast.Name) and t.id.isupper() for t in targets):
         return False
+    value = node.value
+    if (isinstance(value, ast.Call) and ast.unparse(value.func) in _CONSTEXPR_CALLS and len(value.args) == 1
+            and not value.keywords):
+        value = value.args[0]  # PRECISION = tl.constexpr("ieee"): a literal that Triton kernels may read as a global
     try:  # a constant (a literal, or a container of literals), not a computation
-        ast.literal_eval(node.value)
+        ast.literal_eval(value)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return False
     return True

@@ -623,3 +623,53 @@ def test_gla_kernels_compile_for_the_course_gpus(arch, dtype):
         assert regs <= 255, (name, regs)
         if arch == 90:
             assert spilled == 0, (name, regs, spilled)
+
+
+_COMPILE_FIRST_HALF = r"""
+import os, sys
+os.environ["TRITON_INTERPRET"] = "0"  # before Triton is imported: real GPU kernels, no interpreter
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from course_utils.authoring import SOLUTIONS
+from course_utils.notebook_functions import load_namespace
+
+arch, dtype = int(sys.argv[1]), sys.argv[2]
+ns = load_namespace(SOLUTIONS / "06_triton_kernels.ipynb")
+P, f32 = f"*{dtype}", "*fp32"
+kernels = [  # (name, pointer and scalar types, constexprs) at the benchmark's head size, K = V = 128
+    ("decay_kernel", dict(v_ptr=P, g_ptr=P, o_ptr=P, n="i32"), dict(V=128, BLOCK=128)),
+    ("read_state_kernel", dict(q_ptr=P, s_ptr=f32, o_ptr=P, T="i32", scale="fp32"), dict(H=16, K=128, V=128, BT=16)),
+    ("chunk_cumsum_kernel", dict(g_ptr=P, out_ptr=P, T="i32"), dict(H=16, K=128, BT=64)),
+    ("chunk_scan_kernel", dict(g_ptr=P, x_ptr=P, out_ptr=P, T="i32"), dict(H=16, K=128, BT=64)),
+    ("fused_recurrent_kernel", dict(q_ptr=P, k_ptr=P, v_ptr=P, o_ptr=P, s0_ptr=f32, sT_ptr=f32, T="i32", scale="fp32"),
+     dict(H=16, K=128, V=128, BV=16, USE_INITIAL_STATE=True)),
+    ("chunk_states_kernel", dict(k_ptr=P, v_ptr=P, h_ptr=f32, s0_ptr=f32, sT_ptr=f32, T="i32", NT="i32"),
+     dict(H=16, K=128, V=128, BT=16, BV=16, USE_INITIAL_STATE=True)),
+    ("chunk_output_kernel", dict(q_ptr=P, k_ptr=P, v_ptr=P, h_ptr=f32, o_ptr=P, T="i32", NT="i32", scale="fp32"),
+     dict(H=16, K=128, V=128, BT=16)),
+]
+for name, types, consts in kernels:
+    kernel = ns[name]
+    signature = {a: ("constexpr" if a in consts else types[a]) for a in kernel.arg_names}
+    source = ASTSource(kernel, signature, constexprs={(kernel.arg_names.index(a),): v for a, v in consts.items()})
+    triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": 4})
+    print("compiled", name)
+"""
+
+
+@pytest.mark.parametrize("arch, dtype", [(90, "bf16"), (75, "fp16")], ids=["H200-sm90-bf16", "T4-sm75-fp16"])
+def test_warmup_and_linear_attention_kernels_compile_for_the_course_gpus(arch, dtype):
+    """No GPU needed: 6.1-6.5's kernels compile with Triton's CUDA backend. The interpreter lets a kernel read any
+    global; a compiled kernel only a tl.constexpr one — 6.2 and 6.5 read PRECISION = "ieee", which failed here
+    ("Cannot access global variable PRECISION") until it became tl.constexpr("ieee")."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
+        pytest.skip("this Triton has no CUDA backend (ptxas)")
+    out = subprocess.run([sys.executable, "-c", _COMPILE_FIRST_HALF, str(arch), dtype], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("compiled ") == 7, out.stdout
