@@ -18,6 +18,7 @@ from family_tests import (  # noqa: F401  (collected here, parametrized by IDS)
     test_solution_passes,
     test_solution_passes_in_bf16,
 )
+from gpu_compile import compile_kernels
 
 from course_utils.exercises import EXERCISES, grade, kernels, kernels_gla
 from course_utils.grading.generic import CPU
@@ -558,104 +559,50 @@ def test_notebook_kernels_load_as_gpu_kernels(monkeypatch):
         assert isinstance(namespace[name], triton.runtime.jit.JITFunction), name
 
 
-_COMPILE_SCRIPT = r"""
-import json, os, re, subprocess, sys, tempfile
-from pathlib import Path
-os.environ["TRITON_INTERPRET"] = "0"  # before Triton is imported: real GPU kernels, no interpreter
-import triton
-import triton.language as tl
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from course_utils.authoring import SOLUTIONS
-from course_utils.notebook_functions import load_namespace
-
-arch, dtype = int(sys.argv[1]), sys.argv[2]
-ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-ns = load_namespace(SOLUTIONS / "06_triton_kernels.ipynb")
-P, dot, f32 = f"*{dtype}", {"bf16": tl.bfloat16, "fp16": tl.float16}[dtype], "*fp32"
-kernels = [  # (name, warps, pointer and scalar types, constexprs): the launchers' defaults at K = V = 128
+_GLA_KERNELS = [  # (name, warps, argument types, constexprs): the launchers' defaults at K = V = 128
     ("fused_recurrent_gla_kernel", 4,
-     dict(q_ptr=P, k_ptr=P, v_ptr=P, g_ptr=P, o_ptr=P, s0_ptr=f32, sT_ptr=f32, T="i32", scale="fp32"),
+     dict(q_ptr="P", k_ptr="P", v_ptr="P", g_ptr="P", o_ptr="P", s0_ptr="*fp32", sT_ptr="*fp32", T="i32",
+          scale="fp32"),
      dict(H=16, K=128, V=128, BK=128, BV=32, USE_INITIAL_STATE=True, STORE_FINAL_STATE=True)),
     ("chunk_gla_states_kernel", 4,
-     dict(k_ptr=P, v_ptr=P, g_ptr=P, h_ptr=P, s0_ptr=f32, sT_ptr=f32, T="i32", NT="i32"),
-     dict(H=16, K=128, V=128, BT=64, BK=32, BV=64, USE_INITIAL_STATE=True, STORE_FINAL_STATE=True, DOT=dot,
+     dict(k_ptr="P", v_ptr="P", g_ptr="P", h_ptr="P", s0_ptr="*fp32", sT_ptr="*fp32", T="i32", NT="i32"),
+     dict(H=16, K=128, V=128, BT=64, BK=32, BV=64, USE_INITIAL_STATE=True, STORE_FINAL_STATE=True, DOT="DOT",
           PRECISION="tf32")),
     ("chunk_gla_output_kernel", 8,
-     dict(q_ptr=P, k_ptr=P, v_ptr=P, g_ptr=P, h_ptr=P, o_ptr=P, T="i32", NT="i32", scale="fp32"),
-     dict(H=16, K=128, V=128, BT=64, BC=16, BK=128, BD=16, BV=64, DOT=dot, PRECISION="tf32")),
+     dict(q_ptr="P", k_ptr="P", v_ptr="P", g_ptr="P", h_ptr="P", o_ptr="P", T="i32", NT="i32", scale="fp32"),
+     dict(H=16, K=128, V=128, BT=64, BC=16, BK=128, BD=16, BV=64, DOT="DOT", PRECISION="tf32")),
 ]
-report = {}
-for name, warps, types, consts in kernels:
-    kernel = ns[name]
-    signature = {a: ("constexpr" if a in consts else types[a]) for a in kernel.arg_names}
-    source = ASTSource(kernel, signature, constexprs={(kernel.arg_names.index(a),): v for a, v in consts.items()})
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
-        f.write(compiled.asm["ptx"])
-        f.flush()
-        out = subprocess.run([str(ptxas), "-v", f"--gpu-name=sm_{arch}{'a' if arch == 90 else ''}", f.name,
-                              "-o", "/dev/null"], capture_output=True, text=True, check=True)
-    text = out.stdout + out.stderr
-    spill = re.search(r"(\d+) bytes spill stores", text)
-    report[name] = (int(re.search(r"Used (\d+) registers", text).group(1)), int(spill.group(1)) if spill else 0)
-print(json.dumps(report))
-"""
 
 
 @pytest.mark.parametrize("arch, dtype", [(90, "bf16"), (75, "fp16")], ids=["H200-sm90-bf16", "T4-sm75-fp16"])
 def test_gla_kernels_compile_for_the_course_gpus(arch, dtype):
-    """No GPU needed: 6.6's and 6.7's kernels, loaded from the solutions as GPU kernels (in a fresh process, without
-    the interpreter), compile with Triton's CUDA backend for an H200 and a T4 at the benchmark's head size
-    (K = V = 128) and the launchers' default blocks; ptxas reports their registers, and on the H200 none spills."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
-        pytest.skip("this Triton has no CUDA backend (ptxas)")
-    out = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, str(arch), dtype], capture_output=True, text=True,
-                         check=True)
-    report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert set(report) == {"fused_recurrent_gla_kernel", "chunk_gla_states_kernel", "chunk_gla_output_kernel"}
+    """No GPU needed: 6.6's and 6.7's kernels compile with Triton's CUDA backend for an H200 and a T4 at the
+    benchmark's head size (K = V = 128) and the launchers' default blocks; ptxas reports their registers, and on
+    the H200 none spills."""
+    report = compile_kernels("06_triton_kernels.ipynb", arch, dtype, _GLA_KERNELS)
+    assert set(report) == {name for name, *_ in _GLA_KERNELS}
     for name, (regs, spilled) in report.items():
         assert regs <= 255, (name, regs)
         if arch == 90:
             assert spilled == 0, (name, regs, spilled)
 
 
-_COMPILE_FIRST_HALF = r"""
-import os, sys
-os.environ["TRITON_INTERPRET"] = "0"  # before Triton is imported: real GPU kernels, no interpreter
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from course_utils.authoring import SOLUTIONS
-from course_utils.notebook_functions import load_namespace
-
-arch, dtype = int(sys.argv[1]), sys.argv[2]
-ns = load_namespace(SOLUTIONS / "06_triton_kernels.ipynb")
-P, f32 = f"*{dtype}", "*fp32"
-kernels = [  # (name, pointer and scalar types, constexprs) at the benchmark's head size, K = V = 128
-    ("decay_kernel", dict(v_ptr=P, g_ptr=P, o_ptr=P, n="i32"), dict(V=128, BLOCK=128)),
-    ("read_state_kernel", dict(q_ptr=P, s_ptr=f32, o_ptr=P, T="i32", scale="fp32"), dict(H=16, K=128, V=128, BT=16)),
-    ("chunk_cumsum_kernel", dict(g_ptr=P, out_ptr=P, T="i32"), dict(H=16, K=128, BT=64)),
-    ("chunk_scan_kernel", dict(g_ptr=P, x_ptr=P, out_ptr=P, T="i32"), dict(H=16, K=128, BT=64)),
-    ("fused_recurrent_kernel", dict(q_ptr=P, k_ptr=P, v_ptr=P, o_ptr=P, s0_ptr=f32, sT_ptr=f32, T="i32", scale="fp32"),
+_FIRST_HALF_KERNELS = [  # 6.1-6.5 at the benchmark's head size, K = V = 128
+    ("decay_kernel", 4, dict(v_ptr="P", g_ptr="P", o_ptr="P", n="i32"), dict(V=128, BLOCK=128)),
+    ("read_state_kernel", 4, dict(q_ptr="P", s_ptr="*fp32", o_ptr="P", T="i32", scale="fp32"),
+     dict(H=16, K=128, V=128, BT=16)),
+    ("chunk_cumsum_kernel", 4, dict(g_ptr="P", out_ptr="P", T="i32"), dict(H=16, K=128, BT=64)),
+    ("chunk_scan_kernel", 4, dict(g_ptr="P", x_ptr="P", out_ptr="P", T="i32"), dict(H=16, K=128, BT=64)),
+    ("fused_recurrent_kernel", 4,
+     dict(q_ptr="P", k_ptr="P", v_ptr="P", o_ptr="P", s0_ptr="*fp32", sT_ptr="*fp32", T="i32", scale="fp32"),
      dict(H=16, K=128, V=128, BV=16, USE_INITIAL_STATE=True)),
-    ("chunk_states_kernel", dict(k_ptr=P, v_ptr=P, h_ptr=f32, s0_ptr=f32, sT_ptr=f32, T="i32", NT="i32"),
+    ("chunk_states_kernel", 4,
+     dict(k_ptr="P", v_ptr="P", h_ptr="*fp32", s0_ptr="*fp32", sT_ptr="*fp32", T="i32", NT="i32"),
      dict(H=16, K=128, V=128, BT=16, BV=16, USE_INITIAL_STATE=True)),
-    ("chunk_output_kernel", dict(q_ptr=P, k_ptr=P, v_ptr=P, h_ptr=f32, o_ptr=P, T="i32", NT="i32", scale="fp32"),
+    ("chunk_output_kernel", 4,
+     dict(q_ptr="P", k_ptr="P", v_ptr="P", h_ptr="*fp32", o_ptr="P", T="i32", NT="i32", scale="fp32"),
      dict(H=16, K=128, V=128, BT=16)),
 ]
-for name, types, consts in kernels:
-    kernel = ns[name]
-    signature = {a: ("constexpr" if a in consts else types[a]) for a in kernel.arg_names}
-    source = ASTSource(kernel, signature, constexprs={(kernel.arg_names.index(a),): v for a, v in consts.items()})
-    triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": 4})
-    print("compiled", name)
-"""
 
 
 @pytest.mark.parametrize("arch, dtype", [(90, "bf16"), (75, "fp16")], ids=["H200-sm90-bf16", "T4-sm75-fp16"])
@@ -663,13 +610,5 @@ def test_warmup_and_linear_attention_kernels_compile_for_the_course_gpus(arch, d
     """No GPU needed: 6.1-6.5's kernels compile with Triton's CUDA backend. The interpreter lets a kernel read any
     global; a compiled kernel only a tl.constexpr one — 6.2 and 6.5 read PRECISION = "ieee", which failed here
     ("Cannot access global variable PRECISION") until it became tl.constexpr("ieee")."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
-        pytest.skip("this Triton has no CUDA backend (ptxas)")
-    out = subprocess.run([sys.executable, "-c", _COMPILE_FIRST_HALF, str(arch), dtype], capture_output=True,
-                         text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.count("compiled ") == 7, out.stdout
+    report = compile_kernels("06_triton_kernels.ipynb", arch, dtype, _FIRST_HALF_KERNELS)
+    assert set(report) == {name for name, *_ in _FIRST_HALF_KERNELS}

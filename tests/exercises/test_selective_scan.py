@@ -19,6 +19,7 @@ from family_tests import (  # noqa: F401  (collected here, parametrized by IDS)
     test_solution_passes,
     test_solution_passes_in_bf16,
 )
+from gpu_compile import compile_kernels
 from triton.language import associative_scan as tl_scan
 
 from course_utils.exercises import EXERCISES, grade
@@ -464,58 +465,19 @@ def test_slow_inputs_have_a_long_memory():
     assert case["L"] >= 1024 and decay.item() < 2 ** -9 and inputs["u"].float().mean() > 0.5
 
 
-_COMPILE_SCRIPT = r"""
-import json, os, re, subprocess, sys, tempfile
-from pathlib import Path
-os.environ["TRITON_INTERPRET"] = "0"  # before Triton is imported: real GPU kernels, no interpreter
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from course_utils.authoring import SOLUTIONS
-from course_utils.notebook_functions import load_namespace
-
-arch, dtype = int(sys.argv[1]), sys.argv[2]
-ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-kernel = load_namespace(SOLUTIONS / "08_mamba_selective_scan.ipynb")["selective_scan_kernel"]
-P, f32 = f"*{dtype}", "*fp32"
-types = dict(u_ptr=P, delta_ptr=P, A_ptr=f32, B_ptr=P, C_ptr=P, D_ptr=f32, z_ptr=P, bias_ptr=f32, out_ptr=P,
-             last_ptr=f32, D_inner="i32", L="i32")
-report = {}
-for block_d, block_l, warps in [(4, 64, 4), (16, 32, 8)]:  # the launcher's default, and a lighter block
-    consts = dict(N=16, BLOCK_D=block_d, BLOCK_L=block_l, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True)
-    signature = {a: ("constexpr" if a in consts else types[a]) for a in kernel.arg_names}
-    source = ASTSource(kernel, signature, constexprs={(kernel.arg_names.index(a),): v for a, v in consts.items()})
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
-        f.write(compiled.asm["ptx"])
-        f.flush()
-        out = subprocess.run([str(ptxas), "-v", f"--gpu-name=sm_{arch}{'a' if arch == 90 else ''}", f.name,
-                              "-o", "/dev/null"], capture_output=True, text=True, check=True)
-    text = out.stdout + out.stderr
-    spill = re.search(r"(\d+) bytes spill stores", text)
-    report[f"{block_d}x{block_l}x{warps}"] = (int(re.search(r"Used (\d+) registers", text).group(1)),
-                                              int(spill.group(1)) if spill else 0)
-print(json.dumps(report))
-"""
+_SCAN_TYPES = dict(u_ptr="P", delta_ptr="P", A_ptr="*fp32", B_ptr="P", C_ptr="P", D_ptr="*fp32", z_ptr="P",
+                   bias_ptr="*fp32", out_ptr="P", last_ptr="*fp32", D_inner="i32", L="i32")
 
 
 @pytest.mark.parametrize("arch, dtype", [(90, "bf16"), (75, "fp16")], ids=["H200-sm90-bf16", "T4-sm75-fp16"])
-def test_selective_scan_kernel_compiles_for_the_course_gpus(arch, dtype):
+@pytest.mark.parametrize("block_d, block_l, warps", [(4, 64, 4), (16, 32, 8)], ids=["default-4x64", "16x32"])
+def test_selective_scan_kernel_compiles_for_the_course_gpus(arch, dtype, block_d, block_l, warps):
     """No GPU needed: 8.4's kernel — a tl.associative_scan over a 3-D [BLOCK_D, N, BLOCK_L] block, never compiled
-    for a GPU in the interpreter — loaded from the solution as a GPU kernel (a fresh process, no interpreter)
-    compiles with Triton's CUDA backend for an H200 and a T4 at the benchmark's N = 16; ptxas reports its registers,
-    and at the launcher's default blocks nothing spills (measured with Triton 3.7.1: 229 registers on sm_90, 231 on
-    sm_75; BLOCK_D = 8 or BLOCK_L = 128 spill)."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
-        pytest.skip("this Triton has no CUDA backend (ptxas)")
-    out = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, str(arch), dtype], capture_output=True, text=True,
-                         check=True)
-    report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert set(report) == {"4x64x4", "16x32x8"}
-    for blocks, (regs, spilled) in report.items():
-        assert regs <= 255 and spilled == 0, (blocks, regs, spilled)
+    for a GPU in the interpreter — compiles with Triton's CUDA backend for an H200 and a T4 at the benchmark's
+    N = 16, at the launcher's default blocks and a lighter one; ptxas: nothing spills (measured with Triton 3.7.1:
+    229 registers on sm_90, 231 on sm_75 at the defaults; BLOCK_D = 8 or BLOCK_L = 128 spill)."""
+    consts = dict(N=16, BLOCK_D=block_d, BLOCK_L=block_l, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True)
+    report = compile_kernels("08_mamba_selective_scan.ipynb", arch, dtype,
+                             [("selective_scan_kernel", warps, _SCAN_TYPES, consts)])
+    regs, spilled = report["selective_scan_kernel"]
+    assert regs <= 255 and spilled == 0, (regs, spilled)
