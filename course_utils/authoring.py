@@ -114,20 +114,16 @@ def badge_target(nb: nbformat.NotebookNode) -> str | None:
 # ---------------------------------------------------------------------------------------------- labs
 
 
-def _stub_region(source: str, where: str) -> str:
-    """Replace each marked region in one cell's source with a NotImplementedError stub."""
-    header = EXERCISE_HEADER.search(source)
-    out, inside, indent = [], False, ""
+def _replace_regions(source: str, where: str, stub) -> str:
+    """Replace each marked region (markers included) of one cell's source by stub(indent of its BEGIN line)."""
+    out, inside = [], False
     for line in source.split("\n"):
         stripped = line.strip()
         if stripped == BEGIN:
             if inside:
                 raise ValueError(f"{where}: nested {BEGIN}")
-            if header is None:
-                raise ValueError(f"{where}: a solution region needs a first line '# Exercise N.M: title'")
-            inside, indent = True, line[: len(line) - len(line.lstrip())]
-            ex_id, title = header.group("id"), header.group("title").strip()
-            out.append(f'{indent}raise NotImplementedError("Exercise {ex_id}: {title} — write your code here")')
+            inside = True
+            out.append(stub(line[: len(line) - len(line.lstrip())]))
         elif stripped == END:
             if not inside:
                 raise ValueError(f"{where}: {END} without {BEGIN}")
@@ -137,6 +133,19 @@ def _stub_region(source: str, where: str) -> str:
     if inside:
         raise ValueError(f"{where}: {BEGIN} without {END}")
     return "\n".join(out)
+
+
+def _stub_region(source: str, where: str) -> str:
+    """Replace each marked region in one cell's source with a NotImplementedError stub."""
+    header = EXERCISE_HEADER.search(source)
+
+    def stub(indent: str) -> str:
+        if header is None:
+            raise ValueError(f"{where}: a solution region needs a first line '# Exercise N.M: title'")
+        ex_id, title = header.group("id"), header.group("title").strip()
+        return f'{indent}raise NotImplementedError("Exercise {ex_id}: {title} — write your code here")'
+
+    return _replace_regions(source, where, stub)
 
 
 def solution_regions(source: str) -> list[str]:
@@ -150,23 +159,7 @@ ANSWER_STUB = "*Your answer here.*"
 
 def _stub_answers(source: str, where: str) -> str:
     """Replace each marked region of a markdown cell (a written answer) with ANSWER_STUB; no markers, no change."""
-    out, inside = [], False
-    for line in source.split("\n"):
-        stripped = line.strip()
-        if stripped == BEGIN:
-            if inside:
-                raise ValueError(f"{where}: nested {BEGIN}")
-            inside = True
-            out.append(ANSWER_STUB)
-        elif stripped == END:
-            if not inside:
-                raise ValueError(f"{where}: {END} without {BEGIN}")
-            inside = False
-        elif not inside:
-            out.append(line)
-    if inside:
-        raise ValueError(f"{where}: {BEGIN} without {END}")
-    return "\n".join(out)
+    return _replace_regions(source, where, lambda indent: ANSWER_STUB)
 
 
 def _answer_leaks(solution: nbformat.NotebookNode, lab: nbformat.NotebookNode) -> list[str]:
