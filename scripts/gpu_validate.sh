@@ -12,7 +12,10 @@
 #   ONLY       fla | mamba: one library's cross-checks; CROSSCHECK=0 skips them
 #   DEADLINE   seconds for the whole run (default 3600): a step that would start after it is skipped and
 #              a running one is stopped at it, so a time-limited machine still returns every log
-# With WHEELS, the CUDA build (~150 s on 16 cores) runs in the background while the notebooks that do not
+#   MAMBA_BUILD  background (default) | lazy: with WHEELS, when to build mamba-ssm's CUDA scan. "lazy" starts
+#              it only when the first notebook that needs it comes, so the notebooks before it are timed on
+#              an idle machine (the build takes every core for ~3 min and slows Triton's compiles meanwhile)
+# With WHEELS, the CUDA build (~150-190 s on 16 cores) runs in the background while the notebooks that do not
 # use mamba-ssm run; the others wait for it. fla's chunk kernels autotune on first use (30-100 s each).
 set -uo pipefail
 out=${1:?usage: gpu_validate.sh OUTDIR}
@@ -40,20 +43,28 @@ step() {  # step NAME LOG CMD...: run CMD with what is left of the deadline, log
   else note "FAILED   $name (rc $rc, ${took} s)"; status=1; fi
 }
 
-build_pid=
+build_pid= build_pending=
+start_build() {
+  PY=$PY PIP_TARGET=/tmp/site MAMBA_SDIST=$(ls "$WHEELS"/mamba_ssm-*.tar.gz) \
+    bash scripts/build_mamba_cuda.sh > "$out/build_mamba_cuda.log" 2>&1 &
+  build_pid=$!
+}
 if [ -n "${WHEELS:-}" ]; then
   "$PY" -m pip install -q --upgrade --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
   if ! "$PY" -c "import torch, selective_scan_cuda" 2>/dev/null; then
-    PY=$PY PIP_TARGET=/tmp/site MAMBA_SDIST=$(ls "$WHEELS"/mamba_ssm-*.tar.gz) \
-      bash scripts/build_mamba_cuda.sh > "$out/build_mamba_cuda.log" 2>&1 &
-    build_pid=$!
+    case ${MAMBA_BUILD:-background} in
+      background) start_build ;;
+      lazy) build_pending=1 ;;
+      *) echo "MAMBA_BUILD must be background or lazy, got '$MAMBA_BUILD'" >&2; exit 2 ;;
+    esac
   fi
 fi
 "$PY" -c "import torch, triton, platform; print('python', platform.python_version(), 'torch', torch.__version__,
 'triton', triton.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" | tee -a "$summary"
 
 wait_build() {
+  if [ -n "$build_pending" ]; then build_pending=; start_build; fi
   [ -z "$build_pid" ] && return
   if wait "$build_pid"; then note "PASSED   mamba-ssm CUDA build: $(grep 'built for' "$out/build_mamba_cuda.log")"
   else note "FAILED   mamba-ssm CUDA build (see build_mamba_cuda.log)"; status=1; fi

@@ -568,7 +568,7 @@ _GLA_KERNELS = [  # (name, warps, argument types, constexprs): the launchers' de
      dict(k_ptr="P", v_ptr="P", g_ptr="P", h_ptr="P", s0_ptr="*fp32", sT_ptr="*fp32", T="i32", NT="i32"),
      dict(H=16, K=128, V=128, BT=64, BK=32, BV=64, USE_INITIAL_STATE=True, STORE_FINAL_STATE=True, DOT="DOT",
           PRECISION="tf32")),
-    ("chunk_gla_output_kernel", 8,
+    ("chunk_gla_output_kernel", 4,
      dict(q_ptr="P", k_ptr="P", v_ptr="P", g_ptr="P", h_ptr="P", o_ptr="P", T="i32", NT="i32", scale="fp32"),
      dict(H=16, K=128, V=128, BT=64, BC=16, BK=128, BD=16, BV=64, DOT="DOT", PRECISION="tf32")),
 ]
