@@ -51,3 +51,15 @@ def test_readme_badges_open_existing_notebooks():
     assert len(targets) >= 2 * len(list((ROOT / "solutions").glob("*.ipynb"))), "a notebook lacks README badges"
     for t in targets:
         assert (ROOT / t).exists(), f"README badge points at a missing notebook: {t}"
+
+
+# Glyphs that Chromium's default fonts lack and draw as an empty box (found by a student in Lab 00's checklist;
+# course_utils.checklist uses "○" instead). Checked in every cell's source and stored output.
+MISSING_GLYPHS = ("⏭",)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_glyph_the_default_fonts_lack(path):
+    text = path.read_text(encoding="utf-8")
+    found = [g for g in MISSING_GLYPHS if g in text]
+    assert not found, f"{path.name} prints {found}, drawn as an empty box in Chromium: use '○' (checklist.SKIPPED)"
