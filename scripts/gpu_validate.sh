@@ -12,9 +12,11 @@
 #   ONLY       fla | mamba: one library's cross-checks; CROSSCHECK=0 skips them
 #   DEADLINE   seconds for the whole run (default 3600): a step that would start after it is skipped and
 #              a running one is stopped at it, so a time-limited machine still returns every log
-#   MAMBA_BUILD  background (default) | lazy: with WHEELS, when to build mamba-ssm's CUDA scan. "lazy" starts
-#              it only when the first notebook that needs it comes, so the notebooks before it are timed on
-#              an idle machine (the build takes every core for ~3 min and slows Triton's compiles meanwhile)
+#   MAMBA_BUILD  background (default) | lazy | skip: with WHEELS, when to build mamba-ssm's CUDA scan. "lazy"
+#              starts it only when the first notebook that needs it comes, so the notebooks before it are timed
+#              on an idle machine (the build takes every core for ~3 min and slows Triton's compiles meanwhile);
+#              "skip" never builds it: the notebooks use mamba-ssm's selective_scan_ref, as on a Colab runtime
+#              where `make gpu-setup` was not run
 # With WHEELS, the CUDA build (~150-190 s on 16 cores) runs in the background while the notebooks that do not
 # use mamba-ssm run; the others wait for it. fla's chunk kernels autotune on first use (30-100 s each).
 set -uo pipefail
@@ -56,7 +58,8 @@ if [ -n "${WHEELS:-}" ]; then
     case ${MAMBA_BUILD:-background} in
       background) start_build ;;
       lazy) build_pending=1 ;;
-      *) echo "MAMBA_BUILD must be background or lazy, got '$MAMBA_BUILD'" >&2; exit 2 ;;
+      skip) ;;
+      *) echo "MAMBA_BUILD must be background, lazy or skip, got '$MAMBA_BUILD'" >&2; exit 2 ;;
     esac
   fi
 fi

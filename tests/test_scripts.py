@@ -30,3 +30,56 @@ def test_mamba_build_patch_keeps_only_this_gpu(tmp_path):
     setup.write_text("no anchor here\n")
     r = subprocess.run([sys.executable, "-", str(setup), "90"], input=patch, text=True, capture_output=True)
     assert r.returncode != 0 and "setup.py changed" in r.stderr
+
+
+FAKE_PY = """#!/bin/bash
+# stands in for python3 in gpu_validate.sh: no CUDA scan importable, every other command succeeds at once
+echo "$*" >> "$FAKE_LOG"
+case "$*" in *"import torch, selective_scan_cuda"*) exit 1 ;; esac
+exit 0
+"""
+
+
+def _gpu_validate(tmp_path, mamba_build):
+    """gpu_validate.sh with a stand-in python over Lab 01 (no mamba-ssm) then Lab 08 (mamba-ssm): returns the
+    summary lines and whether the CUDA build was started."""
+    import os
+
+    tmp_path.mkdir(parents=True)
+    fake = tmp_path / "python3"
+    fake.write_text(FAKE_PY)
+    fake.chmod(0o755)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "stub-0-py3-none-any.whl").write_text("")
+    (wheels / "mamba_ssm-0.tar.gz").write_text("")
+    out = tmp_path / "out"
+    env = {**os.environ, "PY": str(fake), "FAKE_LOG": str(tmp_path / "calls.log"), "WHEELS": str(wheels),
+           "CROSSCHECK": "0", "NOTEBOOKS": "solutions/01_kernel_trick.ipynb solutions/08_mamba_selective_scan.ipynb"}
+    if mamba_build:
+        env["MAMBA_BUILD"] = mamba_build
+    r = subprocess.run(["bash", "scripts/gpu_validate.sh", str(out)], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+    summary = (out / "summary.txt").read_text().splitlines() if (out / "summary.txt").exists() else []
+    calls = (tmp_path / "calls.log").read_text().splitlines() if (tmp_path / "calls.log").exists() else []
+    return r, summary, calls
+
+
+def test_gpu_validate_mamba_build_when(tmp_path):
+    """MAMBA_BUILD: background (default) builds from the start, lazy only once Lab 01 (no mamba-ssm) is done and
+    before Lab 08 (mamba-ssm), skip never; anything else is refused. The stand-in python logs every call: the
+    build's first is its GPU-capability query; the stand-in cannot build, so the build fails."""
+    for mode in (None, "lazy", "skip"):
+        r, summary, calls = _gpu_validate(tmp_path / (mode or "default"), mode)
+        build = [i for i, c in enumerate(calls) if "get_device_capability" in c]
+        nbval_01 = next(i for i, c in enumerate(calls) if "pytest" in c and "01_kernel_trick" in c)
+        nbval_08 = next(i for i, c in enumerate(calls) if "pytest" in c and "08_mamba_selective_scan" in c)
+        build_lines = [line for line in summary if "mamba-ssm CUDA build" in line]
+        if mode == "skip":
+            assert not build and not build_lines, (calls, summary)
+            continue
+        assert len(build) == 1 and build[0] < nbval_08 and len(build_lines) == 1, (mode, calls, summary)
+        if mode == "lazy":
+            assert nbval_01 < build[0], calls
+    r, _, _ = _gpu_validate(tmp_path / "bad", "later")
+    assert r.returncode == 2 and "MAMBA_BUILD must be background, lazy or skip" in r.stderr
