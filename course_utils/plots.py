@@ -1101,7 +1101,8 @@ def plot_roofline(
     labelled with its intensity. points: roofline.RooflinePoint, bench.Measurement (with bytes and flops) or
     rows of bench.compare (labelled by their "label" key if they have one, else "name"; rows without bytes,
     flops or time are skipped).
-    Each point's label gives its name and its fraction of the attainable rate under `roof`'s roof (default: a
+    Each point's label (in a legend of kernels, beside the legend of roofs) gives its name and its fraction of the
+    attainable rate under `roof`'s roof (default: a
     Measurement's own dtype; none for a bare RooflinePoint). Kernels without FLOPs (a copy) cannot sit on the
     log axis: a note below the plot lists them with their GB/s and fraction of the copy bandwidth.
     """
@@ -1126,28 +1127,26 @@ def plot_roofline(
     ridges = {k: ceilings.ridge(k) for k in keys}
     xs = [pt.intensity for pt, _ in placed] + list(ridges.values())
     lo, hi = min(xs) / 8, max(xs) * 8
-    fig, ax = plt.subplots(figsize=(7.6, 5.0))
+    labels = [pt.name + (f" ({100 * pt.fraction(ceilings, which):.0f}% of {which} roofline)"
+                         if which is not None and which in ceilings.tflops else "") for pt, which in placed]
+    # the kernels' legend sits right of the axes: widen the figure by its width (about 0.06 in per character)
+    legend_in = 0.5 + 0.06 * max((len(label) for label in labels), default=0) if labels else 0.0
+    fig, ax = plt.subplots(figsize=(7.6 + legend_in, 5.0))
     top = max(ceilings.tflops[k] for k in keys)
     grid = np.geomspace(lo, max(ridges.values()), 64)
-    ax.plot(grid, grid * bw / 1e3, color="k", lw=1.6, label=f"copy bandwidth {bw:,.0f} GB/s")
+    roof_lines = ax.plot(grid, grid * bw / 1e3, color="k", lw=1.6, label=f"copy bandwidth {bw:,.0f} GB/s")
     roof_colors = ["0.25", "tab:gray", "tab:brown", "tab:olive"]
     for k, c in zip(keys, roof_colors * len(keys)):
         peak, r = ceilings.tflops[k], ridges[k]
-        ax.plot([r, hi], [peak, peak], color=c, lw=1.6, ls="-" if peak == top else "--",
-                label=f"{k} matmul {peak:,.1f} TFLOP/s")
+        roof_lines += ax.plot([r, hi], [peak, peak], color=c, lw=1.6, ls="-" if peak == top else "--",
+                              label=f"{k} matmul {peak:,.1f} TFLOP/s")
         ax.plot([r], [peak], "D", color=c, ms=6)
         ax.annotate(f"ridge {k}: {r:,.0f} FLOP/B", xy=(r, peak), xytext=(4, 4), textcoords="offset points",
                     fontsize=7.5, color=c)
-    for i, (pt, which) in enumerate(placed):
-        color = _PALETTE[i % len(_PALETTE)]
-        ax.plot([pt.intensity], [pt.tflops], "o", color=color, ms=7, zorder=5)
-        label = pt.name
-        if which is not None and which in ceilings.tflops:
-            label += f" ({100 * pt.fraction(ceilings, which):.0f}% of {which} roofline)"
-        right = pt.intensity > math.sqrt(lo * hi)  # labels of points on the right run leftwards, inside the axes
-        ax.annotate(label, xy=(pt.intensity, pt.tflops), xytext=(-6 if right else 6, -10 - 2 * (i % 3)),
-                    textcoords="offset points", ha="right" if right else "left", fontsize=8, color=color,
-                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 0.8})
+    kernel_marks = []  # named in a legend of their own: labels beside points of equal intensity would overlap
+    for i, ((pt, _), label) in enumerate(zip(placed, labels)):
+        kernel_marks += ax.plot([pt.intensity], [pt.tflops], "o", color=_PALETTE[i % len(_PALETTE)], ms=7, zorder=5,
+                                label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
@@ -1156,7 +1155,11 @@ def plot_roofline(
     ax.set_xlabel("arithmetic intensity (FLOP per byte moved)")
     ax.set_ylabel("TFLOP/s")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", frameon=False)
+    roofs = ax.legend(handles=roof_lines, fontsize=8, loc="upper left", frameon=False)
+    if kernel_marks:
+        ax.add_artist(roofs)  # a second legend replaces the first unless the first is kept as an artist
+        ax.legend(handles=kernel_marks, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="kernels",
+                  title_fontsize=8, frameon=False)  # outside the axes, on the right: it never covers a point
     if off_axis:
         note = "; ".join(f"{pt.name}: {pt.gbs:,.0f} GB/s = {100 * pt.gbs / bw:.0f}% of copy bandwidth"
                          for pt, _ in off_axis)
