@@ -32,7 +32,6 @@ def _globals_read(fn) -> set[str]:
     """The global names a function's code (and the code of functions nested in it) reads: LOAD_GLOBAL only, so
     attribute names (x.is_cuda) and locals are not counted."""
     import dis
-    import types
 
     names, codes = set(), [fn.__code__]
     while codes:

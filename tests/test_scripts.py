@@ -42,7 +42,7 @@ exit 0
 
 def _gpu_validate(tmp_path, mamba_build):
     """gpu_validate.sh with a stand-in python over Lab 01 (no mamba-ssm) then Lab 08 (mamba-ssm): returns the
-    summary lines and whether the CUDA build was started."""
+    completed process, the summary's lines and the stand-in's calls in order."""
     import os
 
     tmp_path.mkdir(parents=True)
