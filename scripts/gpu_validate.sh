@@ -15,8 +15,8 @@
 #   MAMBA_BUILD  background (default) | lazy | skip: with WHEELS, when to build mamba-ssm's CUDA scan. "lazy"
 #              starts it only when the first notebook that needs it comes, so the notebooks before it are timed
 #              on an idle machine (the build takes every core for ~3 min and slows Triton's compiles meanwhile);
-#              "skip" never builds it: the notebooks use mamba-ssm's selective_scan_ref, as on a Colab runtime
-#              where `make gpu-setup` was not run
+#              "skip" never builds it and installs mamba-ssm's Python and Triton parts only: the notebooks use
+#              mamba-ssm's selective_scan_ref, as on a Colab runtime where `make gpu-setup` was not run
 # With WHEELS, the CUDA build (~150-190 s on 16 cores) runs in the background while the notebooks that do not
 # use mamba-ssm run; the others wait for it. fla's chunk kernels autotune on first use (30-100 s each).
 set -uo pipefail
@@ -58,7 +58,9 @@ if [ -n "${WHEELS:-}" ]; then
     case ${MAMBA_BUILD:-background} in
       background) start_build ;;
       lazy) build_pending=1 ;;
-      skip) ;;
+      skip)  # mamba-ssm's Python and Triton parts only (seconds), as `make setup` installs them
+        MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE "$PY" -m pip install -q --no-deps --no-build-isolation \
+          --no-compile --target /tmp/site "$(ls "$WHEELS"/mamba_ssm-*.tar.gz)" || exit 1 ;;
       *) echo "MAMBA_BUILD must be background, lazy or skip, got '$MAMBA_BUILD'" >&2; exit 2 ;;
     esac
   fi

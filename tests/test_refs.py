@@ -598,3 +598,40 @@ def test_gated_delta_rule_gradients_on_a_gpu_avoid_the_kernel_without_backward(m
     assert any("naive_recurrent_gated_delta_rule" in u and "no backward" in u for u in used), used
     with torch.no_grad(), pytest.raises(AssertionError, match="called fla kernel fused_recurrent"):
         refs.gated_delta_rule(q, k, v, g, beta, mode="recurrent")  # no gradients: the kernel is used
+
+
+@pytest.mark.parametrize("with_state", [False, True], ids=["no-state", "with-state"])
+def test_normalized_recurrent_on_a_gpu_takes_the_normaliser_from_a_column_of_ones(monkeypatch, with_state):
+    """On a GPU, linear_attention(normalize=True, mode="recurrent") calls fla's fused recurrent kernel once on
+    [v, 1] (fla's own normalize autotunes a cumsum kernel for ~14 s per shape). The kernel is stood in for by
+    its naive CPU twin, so this checks the adapter's algebra — outputs, (S, z), gradients — against the loop."""
+    module = importlib.import_module("course_utils.refs.linear_attn")
+    naive = importlib.import_module("fla.ops.linear_attn.naive")
+    calls = []
+
+    class FusedOnCpu:  # fla.ops.linear_attn with the fused kernel replaced by the naive recurrence
+        def fused_recurrent_linear_attn(self, q, k, v, normalize, **kw):
+            calls.append((v.shape[-1], normalize))
+            return naive.naive_recurrent_linear_attn(q, k, v, normalize=normalize, **kw)
+
+        def __getattr__(self, name):
+            raise AssertionError(f"called fla.ops.linear_attn.{name}")
+
+    monkeypatch.setattr(module, "on_cuda", lambda x: True)
+    monkeypatch.setattr(module, "import_fla", lambda name: FusedOnCpu())
+    d = make(T=70)
+    q = d["q"].clone().requires_grad_()
+    init = (d["S0"], d["z0"]) if with_state else None
+    o, (S, z) = refs.linear_attention(q, d["k"], d["v"], scale=0.4, initial_state=init, normalize=True,
+                                      mode="recurrent")
+    want = loop_ref(d["q"], d["k"], d["v"], 0.4, S0=d["S0"] if with_state else None,
+                    z0=d["z0"] if with_state else None, normalize=True)
+    assert_close((o, (S, z)), want)
+    assert calls == [(d["v"].shape[-1] + 1, False)], calls
+    assert "column of ones" in refs.last_backend()
+    o.square().sum().backward()
+    q64 = d["q"].double().requires_grad_()
+    want64 = loop_ref(q64, d["k"].double(), d["v"].double(), 0.4, S0=d["S0"].double() if with_state else None,
+                      z0=d["z0"].double() if with_state else None, normalize=True)
+    want64[0].square().sum().backward()
+    assert_close(q.grad, q64.grad.float(), 1e-4)

@@ -34,7 +34,7 @@ def test_mamba_build_patch_keeps_only_this_gpu(tmp_path):
 
 FAKE_PY = """#!/bin/bash
 # stands in for python3 in gpu_validate.sh: no CUDA scan importable, every other command succeeds at once
-echo "$*" >> "$FAKE_LOG"
+echo "${MAMBA_SKIP_CUDA_BUILD:+[MAMBA_SKIP_CUDA_BUILD] }$*" >> "$FAKE_LOG"
 case "$*" in *"import torch, selective_scan_cuda"*) exit 1 ;; esac
 exit 0
 """
@@ -67,17 +67,22 @@ def _gpu_validate(tmp_path, mamba_build):
 
 def test_gpu_validate_mamba_build_when(tmp_path):
     """MAMBA_BUILD: background (default) builds from the start, lazy only once Lab 01 (no mamba-ssm) is done and
-    before Lab 08 (mamba-ssm), skip never; anything else is refused. The stand-in python logs every call: the
-    build's first is its GPU-capability query; the stand-in cannot build, so the build fails."""
+    before Lab 08 (mamba-ssm), skip never (it installs the Python parts instead); anything else is refused. The
+    stand-in python logs every call: the build's first is its GPU-capability query; the stand-in cannot build,
+    so the build fails."""
     for mode in (None, "lazy", "skip"):
         r, summary, calls = _gpu_validate(tmp_path / (mode or "default"), mode)
         build = [i for i, c in enumerate(calls) if "get_device_capability" in c]
         nbval_01 = next(i for i, c in enumerate(calls) if "pytest" in c and "01_kernel_trick" in c)
         nbval_08 = next(i for i, c in enumerate(calls) if "pytest" in c and "08_mamba_selective_scan" in c)
         build_lines = [line for line in summary if "mamba-ssm CUDA build" in line]
-        if mode == "skip":
+        python_only = [c for c in calls if c.startswith("[MAMBA_SKIP_CUDA_BUILD] -m pip install")
+                       and "mamba_ssm-0.tar.gz" in c]
+        if mode == "skip":  # no build, but mamba-ssm's Python parts (Lab 00 imports it; a fresh GPU run failed)
             assert not build and not build_lines, (calls, summary)
+            assert len(python_only) == 1 and calls.index(python_only[0]) < nbval_01, calls
             continue
+        assert not python_only, calls
         assert len(build) == 1 and build[0] < nbval_08 and len(build_lines) == 1, (mode, calls, summary)
         if mode == "lazy":
             assert nbval_01 < build[0], calls

@@ -90,6 +90,8 @@ def _split_state(fn, initial_state, normalize, B, T, H, K, V):
 
 def _cuda(q, k, v, scale, S0, z0, normalize, mode):
     la = import_fla("fla.ops.linear_attn")
+    if normalize and mode == "recurrent":
+        return _cuda_recurrent_normalized(la, q, k, v, scale, S0, z0)
     # chunk_linear_attn defaults to normalize=True and the fused/naive forms to False: always pass it.
     op = la.fused_recurrent_linear_attn if mode == "recurrent" else la.chunk_linear_attn
     init = S0
@@ -103,6 +105,24 @@ def _cuda(q, k, v, scale, S0, z0, normalize, mode):
         S, z = final
         return o, (S.float(), z.squeeze(1).float())
     return o, final.float()
+
+
+def _cuda_recurrent_normalized(la, q, k, v, scale, S0, z0):
+    """fla's fused recurrent kernel on [v, 1]: a column of ones makes the state's last column z_t = z0 + sum k
+    and the output's last column the normaliser scale * q_t^T z_t, so o = numerator / (normaliser + 1e-10) is
+    fla's formula from one kernel call. fla's own normalize=True computes z_t with a cumsum kernel that
+    autotunes 48 configurations per (B, H, dtype): about 14 s each on an H200, four times in one graded cell."""
+    ones = torch.ones_like(v[..., :1])
+    init = None
+    if S0 is not None:
+        z = torch.zeros_like(S0[..., 0]) if z0 is None else z0
+        init = torch.cat([S0, z.unsqueeze(-1)], dim=-1)  # [B, H, K, V + 1]
+    o_aug, final = la.fused_recurrent_linear_attn(q, k, torch.cat([v, ones], dim=-1), scale=scale,
+                                                  initial_state=init, output_final_state=True, normalize=False)
+    record("fla.ops.linear_attn.fused_recurrent_linear_attn", q.device, "normaliser from a column of ones")
+    o = o_aug[..., :-1].float() / (o_aug[..., -1:].float() + EPS)
+    final = final.float()
+    return o.to(q.dtype), (final[..., :-1], final[..., -1])
 
 
 def _cpu_recurrent(q, k, v, scale, S0, z0, normalize):
