@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import torch
 import triton.runtime.autotuner as autotuner
 import triton.runtime.jit as jit
@@ -55,17 +54,15 @@ def main(notebooks: list[str]) -> None:
     import fla  # noqa: F401  (fla imports its layers and models: part of every notebook's first fla call)
     print(f"import fla: {time.perf_counter() - t:.1f} s", flush=True)
     from course_utils import grade
-    from course_utils.notebook_functions import grade_calls, load_namespace
+    from course_utils.notebook_functions import graded_functions
 
     for path in notebooks:
-        namespace = load_namespace(ROOT / path)
-        cells = nbformat.read(ROOT / path, as_version=4).cells
-        source = "\n".join(c.source for c in cells if c.cell_type == "code")
-        for exercise, fn_name in grade_calls(source):
-            t = time.perf_counter()
-            print(f"== grade({exercise!r}, {fn_name})", flush=True)
-            grade(exercise, namespace[fn_name])
-            print(f"== grade({exercise!r}): {time.perf_counter() - t:.1f} s", flush=True)
+        for exercise, fns in graded_functions(ROOT / path).items():  # in notebook order
+            for fn in fns:
+                t = time.perf_counter()
+                print(f"== grade({exercise!r}, {fn.__name__})", flush=True)
+                grade(exercise, fn)
+                print(f"== grade({exercise!r}): {time.perf_counter() - t:.1f} s", flush=True)
     print(f"total {time.perf_counter() - start:.1f} s")
 
 

@@ -17,6 +17,17 @@ def test_gpu_crosscheck_dry_run_on_cpu(tmp_path):
     assert ", 0 failed." in report
 
 
+def test_profile_first_grades_times_every_graded_cell_on_cpu():
+    # The GPU profiler, run on a CPU over Lab 01: one timed line per grade(...) call, in the notebook's order.
+    r = subprocess.run([sys.executable, "scripts/profile_first_grades.py", "solutions/01_kernel_trick.ipynb"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    timed = [line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("== grade(") and " s" in line
+             and "):" in line]
+    assert timed == ["1.1", "1.2a", "1.2b", "1.3a", "1.3b"], r.stdout
+    assert "passed" in r.stdout and "import fla:" in r.stdout and r.stdout.rstrip().splitlines()[-1].startswith("total")
+
+
 def test_mamba_build_patch_keeps_only_this_gpu(tmp_path):
     # The heredoc in build_mamba_cuda.sh that rewrites setup.py's -gencode list, run on a stand-in setup.py.
     script = (ROOT / "scripts/build_mamba_cuda.sh").read_text()
